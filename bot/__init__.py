@@ -1,0 +1,1 @@
+"""Front doors of the mushroom bot: one conversation core, thin platform adapters."""

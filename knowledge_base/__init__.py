@@ -1,0 +1,1 @@
+"""Species facts, the vector store of field-guide text, retrieval and grounded answers."""
