@@ -1,0 +1,177 @@
+"""The safety rule: calibrated class probabilities -> an edibility verdict.
+
+One pure function, `decide`, used both by the Classifier at inference time and by the
+training engineer's threshold tuning, so the thresholds tuned are exactly the rule served.
+
+Rule (checked in this order; the first that fires wins):
+1. P(deadly) >= danger_threshold                         -> "deadly"
+2. P(deadly) + P(poisonous) >= danger_threshold          -> "poisonous" (even if top-1 is edible)
+3. P(deadly) + P(poisonous) + P(label not in the catalog) >= danger_threshold
+                                                         -> "unknown" (we cannot rule poison out)
+4. top-1 probability < abstain_min_probability, or the photo looks out-of-distribution
+   (energy score above ood_threshold)                    -> "unknown", abstained=True
+5. otherwise the top-1 label's class; but "edible" only when the summed probability of all
+   edible species >= edible_min_probability, else the more probable of inedible /
+   edible_with_caution (by summed mass), else "unknown".
+A label the catalog lacks has edibility "unknown" and counts as dangerous mass
+(`danger_probability` = deadly + poisonous + unknown-label mass).
+
+Out-of-distribution score: the energy E = -T * logsumexp(logits / T) of the raw logits
+(Liu et al., 2020). In-distribution photos have low (very negative) energy; a photo of
+something the model never saw tends to have higher energy. `ood_threshold` is fitted on
+validation photos (e.g. the 95th percentile of their energies); None disables the check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+SAFETY_FILE = "safety.json"
+
+
+@dataclass
+class SafetyConfig:
+    """Calibration and decision thresholds; stored as safety.json in the model directory."""
+
+    version: str = "untuned"  # model version string shown to users and in logs
+    temperature: float = 1.0  # calibrated probabilities = softmax(logits / temperature)
+    abstain_min_probability: float = 0.5  # below this top-1 probability: "unknown", abstained
+    danger_threshold: float = 0.05  # dangerous mass at or above this wins over any edible top-1
+    edible_min_probability: float = 0.9  # "edible" only when edible species hold this much mass
+    ood_threshold: float | None = None  # energy score above this: abstain (None: off)
+    extra: dict = field(default_factory=dict)  # any other keys (metrics, tuning notes), kept on save
+
+    def __post_init__(self) -> None:
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"temperature must be a positive number, got {self.temperature}")
+        for name in ("abstain_min_probability", "danger_threshold", "edible_min_probability"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SafetyConfig:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        extra = dict(data.get("extra") or {})
+        extra.update({k: v for k, v in data.items() if k not in known and k != "extra"})
+        return cls(**kwargs, extra=extra)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        extra = data.pop("extra")
+        return {**data, **extra}
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> SafetyConfig:
+        """Read <model_dir>/safety.json; a directory without one gets the (conservative) defaults."""
+        path = Path(model_dir) / SAFETY_FILE
+        if not path.exists():
+            return cls()
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def save(self, model_dir: str | Path) -> Path:
+        """Write <model_dir>/safety.json atomically (a reader never sees half a file)."""
+        model_dir = Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        path = model_dir / SAFETY_FILE
+        fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".safety.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        os.replace(tmp, path)
+        return path
+
+
+@dataclass(frozen=True)
+class VerdictResult:
+    verdict: str  # one of knowledge_base.catalog.VERDICTS
+    abstained: bool
+    danger_probability: float
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Temperature-scaled softmax over the last axis, numerically stable."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """E = -T * logsumexp(logits / T) over the last axis; higher = less familiar."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    m = z.max(axis=-1, keepdims=True)
+    lse = (m + np.log(np.exp(z - m).sum(axis=-1, keepdims=True)))[..., 0]
+    return -temperature * lse
+
+
+def class_masses(probs: np.ndarray, labels: Sequence[str], edibility: Callable[[str], str]) -> dict[str, float]:
+    """Summed probability per edibility class ("unknown" for labels the catalog lacks)."""
+    masses: dict[str, float] = {}
+    for p, label in zip(probs, labels, strict=True):
+        cls = edibility(label) or "unknown"
+        masses[cls] = masses.get(cls, 0.0) + float(p)
+    return masses
+
+
+def decide(
+    probs: np.ndarray,
+    labels: Sequence[str],
+    edibility: Callable[[str], str],
+    safety: SafetyConfig,
+    *,
+    energy: float | None = None,
+) -> VerdictResult:
+    """Apply the safety rule (see the module docstring) to one calibrated distribution.
+
+    `probs`: shape (n_labels,), calibrated, summing to 1. `edibility(label)` returns an
+    edibility class or "unknown" (e.g. `default_catalog().edibility`). `energy`: the photo's
+    energy score, used only when `safety.ood_threshold` is set.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 1 or len(probs) != len(labels):
+        raise ValueError(f"probs must have shape ({len(labels)},), got {probs.shape}")
+    if len(labels) == 0 or not np.all(np.isfinite(probs)):
+        # Nothing trustworthy to decide on: the safe answer.
+        return VerdictResult("unknown", True, 1.0)
+
+    masses = class_masses(probs, labels, edibility)
+    deadly = masses.get("deadly", 0.0)
+    toxic = deadly + masses.get("poisonous", 0.0)
+    danger = toxic + masses.get("unknown", 0.0)
+    danger_probability = min(1.0, danger)
+
+    if deadly >= safety.danger_threshold:
+        return VerdictResult("deadly", False, danger_probability)
+    if toxic >= safety.danger_threshold:
+        return VerdictResult("poisonous", False, danger_probability)
+    if danger >= safety.danger_threshold:
+        return VerdictResult("unknown", False, danger_probability)
+
+    top = int(np.argmax(probs))
+    out_of_distribution = (
+        safety.ood_threshold is not None and energy is not None and energy > safety.ood_threshold
+    )
+    if probs[top] < safety.abstain_min_probability or out_of_distribution:
+        return VerdictResult("unknown", True, danger_probability)
+
+    top_class = edibility(labels[top]) or "unknown"
+    if top_class != "edible":
+        return VerdictResult(top_class, False, danger_probability)
+    if masses.get("edible", 0.0) >= safety.edible_min_probability:
+        return VerdictResult("edible", False, danger_probability)
+    # Not sure enough to say edible: fall back to the more probable "don't eat" class.
+    inedible = masses.get("inedible", 0.0)
+    caution = masses.get("edible_with_caution", 0.0)
+    if max(inedible, caution) > 0.0:
+        return VerdictResult("inedible" if inedible >= caution else "edible_with_caution", False, danger_probability)
+    return VerdictResult("unknown", False, danger_probability)
