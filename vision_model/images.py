@@ -74,7 +74,9 @@ def _read_bytes(source: ImageSource, max_bytes: int | None) -> bytes:
         except OSError:
             raise ImageError("I couldn't read that photo. Please try sending it again.") from None
         if isinstance(data, str):
-            raise ImageError("That is text, not a photo. Please send a photo of the mushroom.", "not_an_image")
+            raise ImageError(
+                "That is text, not a photo. Please send a photo of the mushroom.", "not_an_image"
+            )
         data = bytes(data)
     else:
         raise TypeError(f"decode_image expects bytes, a path or a binary file, got {type(source).__name__}")
@@ -89,7 +91,7 @@ def _read_bytes(source: ImageSource, max_bytes: int | None) -> bytes:
     return data
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> RGB; transparent pixels become white (as a photo viewer would show them)."""
     if img.mode == "RGB":
         return img
@@ -101,7 +103,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(scaled.astype(np.uint8), mode="L")
+        img = Image.fromarray(scaled.astype(np.uint8))
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -150,7 +152,7 @@ def decode_image(
             img = ImageOps.exif_transpose(img)
         except Exception:  # a broken EXIF block should not lose the photo
             pass
-        return _to_rgb(img)
+        return to_rgb(img)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

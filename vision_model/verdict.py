@@ -87,6 +87,7 @@ class SafetyConfig:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the release is read by other users
         os.replace(tmp, path)
         return path
 
@@ -114,7 +115,9 @@ def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return -temperature * lse
 
 
-def class_masses(probs: np.ndarray, labels: Sequence[str], edibility: Callable[[str], str]) -> dict[str, float]:
+def class_masses(
+    probs: np.ndarray, labels: Sequence[str], edibility: Callable[[str], str]
+) -> dict[str, float]:
     """Summed probability per edibility class ("unknown" for labels the catalog lacks)."""
     masses: dict[str, float] = {}
     for p, label in zip(probs, labels, strict=True):
@@ -173,5 +176,7 @@ def decide(
     inedible = masses.get("inedible", 0.0)
     caution = masses.get("edible_with_caution", 0.0)
     if max(inedible, caution) > 0.0:
-        return VerdictResult("inedible" if inedible >= caution else "edible_with_caution", False, danger_probability)
+        return VerdictResult(
+            "inedible" if inedible >= caution else "edible_with_caution", False, danger_probability
+        )
     return VerdictResult("unknown", False, danger_probability)

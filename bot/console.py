@@ -1,0 +1,187 @@
+"""`python -m bot console`: the bot in a terminal, through the same core as every chat platform.
+
+Reads one line at a time from stdin (a TTY or a pipe):
+    /identify PATH [PATH ...]     several paths = one observation of one mushroom
+    /ask QUESTION, /lookalikes, /sources, /about, /status, /reingest, /help
+    any other line                a question ("is it poisonous?", "what about the first one?")
+    /quit (or end of input)       exit 0
+Replies are printed as plain text; buttons are shown as a hint line. The console user is the
+local operator, so admin commands work and the photo rate limit is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.core import BotCore, accepts_keyword
+from bot.limits import PhotoRateLimiter
+from bot.messages import Event, Reply, buttons_hint, parse_command, to_plain
+from bot.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+QUIT_COMMANDS = {"quit", "exit"}
+
+
+@dataclass
+class ConsoleArgs:
+    model: Path | None = None  # model directory (default: MODEL_DIR or the bundled release)
+    build_index: bool = True  # build the knowledge base on first start when it is absent
+
+
+def print_reply(reply: Reply, out=None) -> None:
+    out = out or sys.stdout
+    out.write(to_plain(reply.text).rstrip() + "\n")
+    hint = buttons_hint(reply.buttons)
+    if hint:
+        out.write(hint + "\n")
+    out.write("\n")
+    out.flush()
+
+
+def read_photo(path_text: str, max_bytes: int) -> bytes | str:
+    """The photo's bytes (at most max_bytes + 1, so the core can say 'too large'), or a friendly error."""
+    path = Path(path_text).expanduser()
+    try:
+        with path.open("rb") as fh:
+            return fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        return f"I couldn't find the photo '{path_text}'."
+    except IsADirectoryError:
+        return f"'{path_text}' is a folder, not a photo."
+    except OSError as exc:
+        return f"I couldn't open the photo '{path_text}' ({exc.strerror or 'unreadable'})."
+
+
+def _stderr_progress():
+    """An ingest progress callback drawing a tqdm bar per stage on stderr."""
+    from tqdm import tqdm
+
+    state: dict = {"bar": None, "stage": None}
+
+    def progress(done: int, total: int, stage: str) -> None:
+        if stage != state["stage"]:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["bar"] = tqdm(total=total or None, desc=f"Knowledge base: {stage}", file=sys.stderr,
+                                leave=False)
+            state["stage"] = stage
+        bar = state["bar"]
+        if total and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return progress, close
+
+
+def ensure_knowledge_base(settings: Settings) -> None:
+    """Build the knowledge base on first start (it takes a while; progress on stderr)."""
+    try:
+        from ingest.pipeline import ensure_index
+    except ImportError as exc:
+        print(f"Knowledge base unavailable ({exc}); questions will not be answered.", file=sys.stderr)
+        return
+    progress, close = _stderr_progress()
+    try:
+        if accepts_keyword(ensure_index, "progress"):
+            ensure_index(settings, progress=progress)
+        else:
+            ensure_index(settings)
+    except Exception as exc:  # the photo side still works without it
+        log.warning("could not build the knowledge base: %s", exc)
+        print(f"Could not build the knowledge base ({exc}); questions may not be answered.", file=sys.stderr)
+    finally:
+        close()
+
+
+def line_to_event(line: str, settings: Settings, user: str) -> Event | str | None:
+    """A console line -> an Event, a direct message to print (str), or None for a blank line."""
+    text = line.strip()
+    if not text:
+        return None
+    command, args = parse_command(text)
+    base = {"platform": "console", "chat_id": "console", "user_id": user, "is_admin": True}
+    if command == "identify" and args:
+        try:
+            paths = shlex.split(args)
+        except ValueError:
+            paths = args.split()
+        photos, problems = [], []
+        for path in paths:
+            result = read_photo(path, settings.max_image_bytes)
+            (problems if isinstance(result, str) else photos).append(result)
+        return Event(**base, command="identify", photos=photos, problems=problems)
+    if command:
+        return Event(**base, command=command, args=args)
+    return Event(**base, text=text)
+
+
+async def run_console(core: BotCore, settings: Settings, stdin=None, stdout=None) -> int:
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    interactive = stdin.isatty()
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "operator"
+
+    async def send_later(reply: Reply) -> None:
+        print_reply(reply, stdout)
+
+    if interactive:
+        stdout.write("Mushroom bot console. Type /help, /identify PATH..., a question, or /quit.\n\n")
+    while True:
+        if interactive:
+            stdout.write("> ")
+            stdout.flush()
+        line = await asyncio.to_thread(stdin.readline)
+        if not line:  # EOF
+            break
+        command, _ = parse_command(line)
+        if command in QUIT_COMMANDS:
+            break
+        event = line_to_event(line, settings, user)
+        if event is None:
+            continue
+        if isinstance(event, str):
+            print_reply(Reply(event), stdout)
+            continue
+        event.send_later = send_later
+        for reply in await core.handle(event):
+            print_reply(reply, stdout)
+    # Let a running re-ingest finish and report before exiting.
+    task = core._reingest_task
+    if task is not None and not task.done():
+        stdout.write("Waiting for the re-ingest to finish...\n")
+        stdout.flush()
+        await task
+    return 0
+
+
+def main(args: ConsoleArgs) -> int:
+    settings = get_settings()
+    if args.build_index:
+        ensure_knowledge_base(settings)
+    core = BotCore.from_settings(
+        settings, model_dir=args.model, rate_limiter=PhotoRateLimiter(0, settings.photo_rate_window_s)
+    )
+    try:
+        core.load_classifier()
+    except Exception as exc:
+        print(f"Photo identification unavailable: {exc}", file=sys.stderr)
+    try:
+        return asyncio.run(run_console(core, settings))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        core.close()

@@ -1,0 +1,557 @@
+"""The conversation core: every feature of the bot, once, for every front door.
+
+    core = BotCore.from_settings(get_settings())
+    replies = await core.handle(Event(platform="telegram", chat_id="42", user_id="7", photos=[jpeg]))
+
+Adapters translate platform updates into `bot.messages.Event` and render the `Reply` list.
+Blocking work runs off the event loop so one slow photo never stalls other chats:
+photo decoding + inference on a pool sized by WORKER_THREADS, knowledge-base answers and
+memory on a separate pool (a queue of photos never delays a text question), and a
+re-ingest on its own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot import replies as say
+from bot.followups import photo_reference, refers_back
+from bot.limits import PhotoRateLimiter
+from bot.logs import log_handled
+from bot.memory import ChatMemory, StoredIdentification
+from bot.messages import Button, Event, Reply
+from bot.remote import RemoteError
+from bot.settings import Settings
+from knowledge_base.catalog import Catalog, default_catalog
+
+log = logging.getLogger(__name__)
+
+# Questions that need a subject: without a photo or a named species we ask for one.
+_SUBJECT_INTENTS = {"toxicity", "lookalikes", "features", "symptoms", "habitat"}
+PROGRESS_EVERY_S = 15.0
+
+
+class UserFacingError(Exception):
+    """An expected problem whose message is shown to the user as it is."""
+
+    def __init__(self, message: str, outcome: str = "bad_input") -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+@dataclass
+class Outcome:
+    replies: list[Reply]
+    outcome: str = "ok"  # for the log line: ok, abstained, bad_input, rate_limited, refused, error...
+
+
+@dataclass
+class _Identified:
+    stored_id: int
+    labels: list[str]
+    probabilities: list[float]
+    verdict: str
+    abstained: bool
+    danger_probability: float
+    photo_count: int
+    notes: list[str] = field(default_factory=list)
+
+
+def identification_buttons(ident_id: int) -> list[Button]:
+    return [
+        Button("Is it poisonous?", f"poison:{ident_id}"),
+        Button("Lookalikes", f"look:{ident_id}"),
+        Button("Sources", f"src:{ident_id}"),
+    ]
+
+
+class BotCore:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        classifier: Any = None,
+        classifier_factory: Callable[[], Any] | None = None,
+        answerer: Any = None,
+        answerer_factory: Callable[[], Any] | None = None,
+        catalog: Catalog | None = None,
+        memory: ChatMemory | None = None,
+        rate_limiter: PhotoRateLimiter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog or default_catalog()
+        self.memory = memory or ChatMemory(settings.database_url)
+        self.rate_limiter = rate_limiter or PhotoRateLimiter(settings.photo_rate_limit, settings.photo_rate_window_s)
+        self._classifier = classifier
+        self._classifier_factory = classifier_factory
+        self._answerer = answerer
+        self._answerer_factory = answerer_factory
+        self._load_lock = threading.Lock()
+        workers = max(1, settings.worker_threads)
+        self._vision_pool = ThreadPoolExecutor(workers, thread_name_prefix="bot-vision")
+        self._io_pool = ThreadPoolExecutor(max(4, workers), thread_name_prefix="bot-io")
+        self._resolver = _species_resolver(self.catalog)
+        self.started_at = time.monotonic()
+        self.photos_in_flight = 0
+        self._reingest_task: asyncio.Task | None = None
+
+    # --- construction ------------------------------------------------------------------
+    @classmethod
+    def from_settings(cls, settings: Settings, *, model_dir=None, **kwargs) -> BotCore:
+        """Local model + local knowledge base, or the HTTP API when INFERENCE_URL is set."""
+        if settings.inference_url:
+            from bot import remote
+
+            kwargs.setdefault("classifier_factory", lambda: remote.RemoteClassifier.from_settings(settings))
+            kwargs.setdefault("answerer_factory", lambda: remote.RemoteAnswerer.from_settings(settings))
+        else:
+            def load_classifier():
+                from vision_model.classifier import Classifier
+
+                return Classifier.load(model_dir or settings.model_dir)
+
+            def open_answerer():
+                from knowledge_base.answer import Answerer
+
+                return Answerer.from_settings(settings)
+
+            kwargs.setdefault("classifier_factory", load_classifier)
+            kwargs.setdefault("answerer_factory", open_answerer)
+        return cls(settings, **kwargs)
+
+    @property
+    def classifier(self):
+        """The shared classifier, loaded once (thread-safe); call from a worker thread."""
+        if self._classifier is None:
+            with self._load_lock:
+                if self._classifier is None:
+                    if self._classifier_factory is None:
+                        raise RuntimeError("no classifier configured")
+                    self._classifier = self._classifier_factory()
+        return self._classifier
+
+    def load_classifier(self) -> None:
+        """Load the model now (at start-up) instead of on the first photo."""
+        _ = self.classifier
+
+    @property
+    def model_version(self) -> str | None:
+        return getattr(self._classifier, "version", None) if self._classifier is not None else None
+
+    def _get_answerer(self):
+        if self._answerer is None:
+            with self._load_lock:
+                if self._answerer is None:
+                    if self._answerer_factory is None:
+                        raise UserFacingError(say.KNOWLEDGE_UNAVAILABLE, "unavailable")
+                    try:
+                        self._answerer = self._answerer_factory()
+                    except Exception:
+                        log.exception("could not open the knowledge base")
+                        raise UserFacingError(say.KNOWLEDGE_UNAVAILABLE, "unavailable") from None
+        return self._answerer
+
+    def close(self) -> None:
+        if self._reingest_task is not None:
+            self._reingest_task.cancel()
+        self._vision_pool.shutdown(wait=False, cancel_futures=True)
+        self._io_pool.shutdown(wait=False, cancel_futures=True)
+        self.memory.close()
+
+    async def _io(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
+
+    # --- entry point ---------------------------------------------------------------------
+    async def handle(self, event: Event) -> list[Reply]:
+        """Handle one event; always returns at least one reply and writes one log line."""
+        started = time.perf_counter()
+        try:
+            result = await self._dispatch(event)
+        except UserFacingError as exc:
+            result = Outcome([Reply(str(exc))], exc.outcome)
+        except RemoteError as exc:  # the inference API is down or loading: its message is friendly
+            log.warning("inference service: %s", exc)
+            result = Outcome([Reply(str(exc))], "unavailable")
+        except Exception:
+            log.exception("failed to handle a %s event", event.kind)
+            result = Outcome([Reply(say.SOMETHING_WENT_WRONG)], "error")
+        if not result.replies:  # never a silent drop
+            result = Outcome([Reply(say.SOMETHING_WENT_WRONG)], "error")
+        log_handled(event.platform, event.chat_id, event.kind, time.perf_counter() - started, result.outcome)
+        return result.replies
+
+    async def _dispatch(self, event: Event) -> Outcome:
+        if event.photos:
+            if event.command and event.command not in ("identify", "start", "help"):
+                # A photo captioned with another command: the photo is what matters.
+                log.debug("photo with /%s: identifying", event.command)
+            return await self._identify(event)
+        if event.problems:  # attachments the adapter could not fetch, and nothing else usable
+            return Outcome([Reply(" ".join(event.problems))], "bad_input")
+        if event.button:
+            return await self._button(event)
+        if event.command:
+            return await self._command(event)
+        if event.unsupported:
+            return Outcome([Reply(say.UNSUPPORTED.format(what=_capitalise(event.unsupported)))], "bad_input")
+
+        text = event.text.strip()
+        if not text:
+            return Outcome([Reply(say.EMPTY_QUESTION)], "bad_input")
+        return await self._question(event, text)
+
+    # --- photos --------------------------------------------------------------------------
+    async def _identify(self, event: Event) -> Outcome:
+        photos = list(event.photos)
+        notes = list(event.problems)
+        limit = self.settings.max_images_per_observation
+        if len(photos) > limit:
+            notes.append(f"I looked at the first {limit} of your {len(photos)} photos (the limit per observation).")
+            photos = photos[:limit]
+        wait = self.rate_limiter.check(f"{event.platform}:{event.user_id}", len(photos))
+        if wait:
+            return Outcome([Reply(say.RATE_LIMITED.format(seconds=wait))], "rate_limited")
+        self.photos_in_flight += 1
+        try:
+            loop = asyncio.get_running_loop()
+            ident = await loop.run_in_executor(self._vision_pool, self._identify_sync, event, photos)
+        finally:
+            self.photos_in_flight -= 1
+        ident.notes[:0] = notes
+        text = say.identification_text(
+            ident.labels, ident.probabilities, ident.verdict, ident.abstained, ident.danger_probability,
+            ident.photo_count, self.catalog, ident.notes,
+        )
+        await self._io(self._remember_exchange, event, f"[{ident.photo_count} photo(s)]", text, None)
+        outcome = "abstained" if ident.abstained or ident.verdict == "unknown" else "ok"
+        return Outcome([Reply(text, identification_buttons(ident.stored_id))], outcome)
+
+    def _identify_sync(self, event: Event, photos: list[bytes]) -> _Identified:
+        """Decode, identify as ONE observation and remember it (runs on a vision worker)."""
+        from vision_model.images import ImageError, decode_image
+
+        images, problems = [], []
+        for i, data in enumerate(photos, start=1):
+            try:
+                images.append(decode_image(
+                    data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
+                ))
+            except ImageError as exc:
+                problems.append((i, exc))
+        if not images:
+            message = str(problems[0][1]) if len(problems) == 1 else (
+                "I couldn't read any of those photos. " + str(problems[0][1])
+            )
+            raise UserFacingError(message, "bad_input")
+        notes = [f"I skipped photo {i}: {exc}" for i, exc in problems]
+        try:
+            classifier = self.classifier
+        except Exception:
+            log.exception("could not load the vision model")
+            raise UserFacingError(say.MODEL_UNAVAILABLE, "unavailable") from None
+        try:
+            result = classifier.identify(images)
+        except ImageError as exc:  # the remote API refused a photo
+            raise UserFacingError(str(exc), "bad_input") from None
+        labels = [p.label for p in result.top_k]
+        probabilities = [float(p.probability) for p in result.top_k]
+        stored_id = self.memory.add_identification(
+            event.platform, event.chat_id,
+            labels=labels, probabilities=probabilities, verdict=result.verdict, abstained=bool(result.abstained),
+            danger_probability=float(result.danger_probability), photo_count=len(images),
+            model_version=str(result.model_version),
+        )
+        return _Identified(stored_id, labels, probabilities, result.verdict, bool(result.abstained),
+                           float(result.danger_probability), len(images), notes)
+
+    def _remember_exchange(self, event: Event, user_text: str, bot_text: str, data: dict | None) -> None:
+        self.memory.add_history(event.platform, event.chat_id, "user", event.kind, user_text)
+        self.memory.add_history(event.platform, event.chat_id, "bot", event.kind, bot_text, data)
+
+    # --- questions -----------------------------------------------------------------------
+    async def _question(self, event: Event, question: str, ident: StoredIdentification | None = None) -> Outcome:
+        """Answer a question about a named species, a remembered photo, or in general."""
+        idents = await self._io(self.memory.recent_identifications, event.platform, event.chat_id)
+        named = [m.label for m in self._resolver.find_species(question)] if self._resolver else []
+        if ident is None:
+            position = photo_reference(question)
+            if position is not None:
+                if not idents:
+                    return Outcome([Reply(say.NO_PHOTO_YET)], "no_photo")
+                if not -len(idents) <= position < len(idents):
+                    count = len(idents)
+                    return Outcome([Reply(
+                        f"I only remember {count} photo{'s' if count != 1 else ''} in this chat "
+                        f"(I keep the last {self.memory.keep_identifications}). Which one do you mean?"
+                    )], "no_photo")
+                ident = idents[position]
+            elif idents and (not named or refers_back(question)):
+                ident = idents[-1]
+
+        if ident is None and not named:
+            intent = self._resolver.intent(question) if self._resolver else "general"
+            if refers_back(question) or intent in _SUBJECT_INTENTS:
+                return Outcome([Reply(say.NEED_PHOTO)], "no_photo")
+
+        header = ""
+        species = None
+        if ident is not None and (not named or ident.top_label in named or refers_back(question)):
+            header = self._photo_header(ident, idents)
+            if ident.abstained or ident.verdict == "unknown" or not ident.top_label:
+                # No reliable species: do not answer about a guess.
+                text = f"{header}\n\n{say.NOT_RELIABLE}\n\n{say.PHOTO_TIPS}\n\n{say.DISCLAIMER}"
+                await self._io(self._remember_exchange, event, question, text, None)
+                return Outcome([Reply(text, [Button("Lookalikes", f"look:{ident.id}")])], "abstained")
+            species = ident.top_label
+
+        answerer = await self._io(self._get_answerer)
+        answer = await self._io(answerer.ask, question, species)
+        text, citations = self._answer_text(answer, header)
+        await self._io(self._remember_exchange, event, question, text, {"citations": citations,
+                                                                       "species": answer.species})
+        buttons = []
+        label = answer.species or species
+        if label:
+            if ident is not None and label == ident.top_label:
+                buttons = [Button("Lookalikes", f"look:{ident.id}"), Button("Sources", f"src:{ident.id}")]
+            elif len(f"looks:{label}") <= 64:
+                buttons = [Button("Lookalikes", f"looks:{label}"), Button("Sources", "srcs:last")]
+        return Outcome([Reply(text, buttons)], "abstained" if answer.abstained else "ok")
+
+    def _photo_header(self, ident: StoredIdentification, idents: list[StoredIdentification]) -> str:
+        position = next((i for i, x in enumerate(idents) if x.id == ident.id), None)
+        which = "your last photo" if position in (None, len(idents) - 1) else f"your photo #{position + 1}"
+        if ident.top_label is None:
+            return f"About {which}:"
+        name = say.display_name(ident.top_label, self.catalog)
+        guess = f"most likely {name}, {say.percent(ident.probabilities[0])}"
+        if ident.abstained or ident.verdict == "unknown":
+            guess = f"best guess {name}, not reliable"
+        return f"About {which} ({guess}) - verdict for that photo: {say.verdict_line(ident.verdict)}"
+
+    def _answer_text(self, answer, header: str) -> tuple[str, list[dict]]:
+        citations = [
+            {"source": c.source, "title": c.title, "excerpt": (c.excerpt or "")[:300]} for c in answer.citations
+        ]
+        parts = [header] if header else []
+        parts.append(answer.answer.strip() or "I don't have an answer to that.")
+        if citations:
+            parts.append("**Sources:**\n" + "\n".join(f"• {c['title'] or c['source']}" for c in citations[:5]))
+        if "app" not in answer.answer.lower():  # the answerer may already carry the disclaimer
+            parts.append(say.DISCLAIMER)
+        return "\n\n".join(parts), citations
+
+    # --- buttons -------------------------------------------------------------------------
+    async def _button(self, event: Event) -> Outcome:
+        action, _, arg = (event.button or "").partition(":")
+        if action in ("poison", "look", "src"):
+            ident = None
+            if arg.isdigit():
+                ident = await self._io(self.memory.get_identification, event.platform, event.chat_id, int(arg))
+            if ident is None:
+                return Outcome([Reply(
+                    "I no longer remember that photo (I keep the last few per chat). Please send it again."
+                )], "expired")
+            if action == "poison":
+                return await self._question(event, "Is it poisonous?", ident)
+            if action == "look":
+                return Outcome([Reply(self._lookalikes_for(ident.top_label))])
+            return await self._sources(event, ident)
+        if action == "looks" and arg:
+            return Outcome([Reply(self._lookalikes_for(arg))])
+        if action == "srcs":
+            return await self._sources(event, None)
+        return Outcome([Reply("That button has expired. Send a photo or /help to start again.")], "bad_input")
+
+    def _lookalikes_for(self, label: str | None) -> str:
+        if not label:
+            return say.NOT_RELIABLE + "\n\n" + say.DISCLAIMER
+        return say.lookalikes_text(label, self.catalog)
+
+    async def _sources(self, event: Event, ident: StoredIdentification | None) -> Outcome:
+        history = await self._io(self.memory.recent_history, event.platform, event.chat_id, 10)
+        last_answer = next((h for h in reversed(history) if h.role == "bot" and h.data.get("citations")), None)
+        citations = last_answer.data["citations"] if last_answer else []
+        if ident is None:
+            idents = await self._io(self.memory.recent_identifications, event.platform, event.chat_id)
+            ident = idents[-1] if idents else None
+        label = ident.top_label if ident and not ident.abstained else None
+        if label is None and last_answer:
+            label = last_answer.data.get("species")
+        version = ident.model_version if ident else self.model_version
+        return Outcome([Reply(say.sources_text(label, self.catalog, citations, version))])
+
+    # --- commands ------------------------------------------------------------------------
+    async def _command(self, event: Event) -> Outcome:
+        name, args = event.command, event.args.strip()
+        if name == "start":
+            return Outcome([Reply(say.start_text(event.is_admin))])
+        if name == "help":
+            return Outcome([Reply(say.help_text(event.is_admin))])
+        if name == "identify":
+            return Outcome([Reply(say.IDENTIFY_PROMPT)])
+        if name == "ask":
+            if not args:
+                return Outcome([Reply(say.EMPTY_QUESTION)], "bad_input")
+            return await self._question(event, args)
+        if name == "lookalikes":
+            return await self._lookalikes_command(event, args)
+        if name == "sources":
+            return await self._sources(event, None)
+        if name == "about":
+            return Outcome([Reply(await self._io(self._about_text))])
+        if name in ("reingest", "status"):
+            if not event.is_admin:
+                return Outcome([Reply(say.NOT_ADMIN.format(name=name))], "refused")
+            if name == "status":
+                return Outcome([Reply(await self._io(self._status_text))])
+            return self._start_reingest(event)
+        text = say.UNKNOWN_COMMAND.format(name=name) + "\n\n" + say.help_text(event.is_admin)
+        return Outcome([Reply(text)], "unknown_command")
+
+    async def _lookalikes_command(self, event: Event, args: str) -> Outcome:
+        if args:
+            label = self._resolver.resolve_name(args) if self._resolver else self.catalog.resolve(args)
+            if not label:
+                return Outcome([Reply(
+                    f"I don't know the species \"{args}\". Try its Latin name, e.g. /lookalikes Amanita muscaria."
+                )], "bad_input")
+            return Outcome([Reply(self._lookalikes_for(label))])
+        idents = await self._io(self.memory.recent_identifications, event.platform, event.chat_id)
+        if not idents:
+            return Outcome([Reply(say.NEED_PHOTO)], "no_photo")
+        last = idents[-1]
+        if last.abstained or last.verdict == "unknown":
+            text = say.NOT_RELIABLE + "\n\n" + self._lookalikes_for(last.top_label)
+            return Outcome([Reply(text)], "abstained")
+        return Outcome([Reply(self._lookalikes_for(last.top_label))])
+
+    def _index_info(self) -> str:
+        try:
+            from ingest.store import serving_info
+
+            info = serving_info(self.settings)
+        except Exception as exc:  # an absent index must not break /about or /status
+            log.info("no knowledge-base index info: %s", exc)
+            return "not built yet"
+        if not info or not info.get("available"):
+            return "not built yet (answers come from the species catalog only)"
+        parts = [f"version {info.get('version')}", f"{info.get('count')} passages"]
+        if info.get("built_at"):
+            parts.append(f"built {info['built_at']}")
+        return ", ".join(parts)
+
+    def _about_text(self) -> str:
+        version = self.model_version or "not loaded yet"
+        labels = getattr(self._classifier, "labels", None) if self._classifier is not None else None
+        species = f"{len(labels)} species" if labels else "the species of its training data"
+        return "\n".join([
+            "**About this bot**",
+            f"Vision model: {version} - a vision transformer fine-tuned on labelled field photos; it knows "
+            f"{species}. Any mushroom outside them will be misidentified or flagged as unknown.",
+            f"Species catalog: {len(self.catalog)} profiles (edibility, features, lookalikes) from current references.",
+            f"Knowledge base: public-domain field guides (1885-1903, read with caution) + the catalog; index: "
+            f"{self._index_info()}.",
+            f"Limits: up to {self.settings.max_images_per_observation} photos per observation, "
+            f"{self.settings.photo_rate_limit} photos per {self.settings.photo_rate_window_s:.0f} s, "
+            f"{self.settings.max_image_bytes // (1024 * 1024)} MB per photo.",
+            "It is a study aid, not an expert: it can be wrong, and it never tells you a mushroom is safe to eat.",
+            "",
+            say.DISCLAIMER,
+        ])
+
+    def _status_text(self) -> str:
+        uptime = int(time.monotonic() - self.started_at)
+        reingest = "running" if self._reingest_task and not self._reingest_task.done() else "idle"
+        return "\n".join([
+            "**Status**",
+            f"Model: {self.model_version or 'not loaded yet'}",
+            f"Index: {self._index_info()}",
+            f"Uptime: {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
+            f"Queue: {self.photos_in_flight} photo observation(s) in progress "
+            f"({self.settings.worker_threads} worker thread(s))",
+            f"Re-ingest: {reingest}",
+        ])
+
+    # --- re-ingest -----------------------------------------------------------------------
+    def _start_reingest(self, event: Event) -> Outcome:
+        if self._reingest_task is not None and not self._reingest_task.done():
+            return Outcome([Reply("A re-ingest is already running; I'll report here when it finishes.")], "busy")
+        self._reingest_task = asyncio.create_task(self._run_reingest(event))
+        return Outcome([Reply("Re-ingest started: rebuilding the knowledge base in the background. "
+                              "The bot keeps answering meanwhile; I'll report progress here.")])
+
+    async def _run_reingest(self, event: Event) -> None:
+        loop = asyncio.get_running_loop()
+        send = event.send_later
+        last = {"stage": None, "at": 0.0}
+
+        def progress(done: int, total: int, stage: str) -> None:  # called on the ingest thread
+            now = time.monotonic()
+            if send is None or (stage == last["stage"] and now - last["at"] < PROGRESS_EVERY_S):
+                return
+            last.update(stage=stage, at=now)
+            share = f" {done}/{total}" if total else ""
+            asyncio.run_coroutine_threadsafe(send(Reply(f"Re-ingest: {stage}{share}")), loop)
+
+        started = time.perf_counter()
+        try:
+            from ingest.pipeline import reingest
+
+            report = await asyncio.to_thread(reingest, self.settings, progress=progress)
+            self._answerer = None  # reopen the (new) serving collection on the next question
+            text = f"Re-ingest finished: {_describe_report(report)}"
+            outcome = "ok"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("re-ingest failed")
+            text = f"Re-ingest failed, the previous knowledge base is still serving: {exc}"
+            outcome = "error"
+        log_handled(event.platform, event.chat_id, "reingest", time.perf_counter() - started, outcome)
+        if send is not None:
+            try:
+                await send(Reply(text))
+            except Exception:
+                log.exception("could not report the re-ingest result")
+
+
+def _describe_report(report: Any) -> str:
+    if report is None:
+        return "done."
+    if hasattr(report, "to_dict"):
+        report = report.to_dict()
+    elif hasattr(report, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        report = asdict(report)
+    if isinstance(report, dict):
+        return ", ".join(f"{k}={v}" for k, v in report.items() if not isinstance(v, dict | list)) or "done."
+    return str(report)
+
+
+def _capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _species_resolver(catalog: Catalog):
+    try:
+        from knowledge_base.resolve import SpeciesResolver
+    except ImportError:  # pragma: no cover - the knowledge base ships with the bot
+        return None
+    return SpeciesResolver(catalog)
+
+
+def accepts_keyword(fn: Callable, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,271 @@
+"""All user-facing wording in one place, so tone and safety phrasing stay consistent.
+
+Functions here are pure: they take identifications, catalog profiles and answers and return
+text in the tiny markup of bot.messages (**bold** only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from knowledge_base.catalog import DANGEROUS, SEVERITY, Catalog
+
+DISCLAIMER = (
+    "⚠️ An app cannot make a mushroom safe to eat. Never eat a wild mushroom on the word of an app, "
+    "a photo or a book: have it checked in person by an expert. Poisoning? Call your poison centre "
+    "or emergency number now."
+)
+
+# Plain danger words for every verdict. "unknown" is always presented as "treat as poisonous".
+VERDICT_WORDS = {
+    "deadly": "☠️ **DEADLY - can kill**",
+    "poisonous": "🛑 **POISONOUS - do not eat**",
+    "unknown": "❓ **UNKNOWN - treat it as poisonous**",
+    "inedible": "🚫 **Inedible - do not eat**",
+    "edible_with_caution": "⚠️ **Edible only with expert preparation - treat as do-not-eat**",
+    "edible": "**Reportedly edible - never eat on the word of an app**",
+}
+
+NOT_RELIABLE = "**I can't identify this reliably: treat it as poisonous.**"
+
+PHOTO_TIPS = (
+    "Tips for a better identification (send several photos of the same mushroom together):\n"
+    "• the cap from above\n"
+    "• the gills (or pores) underneath\n"
+    "• the whole stem with its base dug out of the soil (not cut)\n"
+    "• a size reference (a coin, a knife, your hand) and the habitat (trees nearby)"
+)
+
+# Field checks that matter for a whole genus, used on top of (or instead of) the species profile.
+GENUS_CHECKS = {
+    "amanita": "Dig out the whole stem base: a sac-like cup (volva) or a bulb with rings of scales marks an "
+    "Amanita, the genus of the death cap and destroying angels. Check for a ring and white gills.",
+    "galerina": "Small brown mushroom on wood with a ring: Galerina contains the same toxins as the death cap. "
+    "Check for a rusty-brown spore print and a thin ring.",
+    "lepiota": "Small parasol with a ring: several small Lepiota species are deadly. Check the cap scales and ring.",
+    "cortinarius": "Rusty-brown spore print and a cobweb veil (cortina) on young specimens: some Cortinarius "
+    "destroy the kidneys, with symptoms days later.",
+    "gyromitra": "Brain-like, wrinkled cap with a chambered stem: false morel (Gyromitra), not a true morel "
+    "(hollow, honeycomb pits, cap joined to the stem).",
+    "inocybe": "Small fibrous cap, often split at the rim, and brown spore print: many Inocybe are poisonous.",
+    "clitocybe": "White funnel caps with decurrent gills: several Clitocybe contain muscarine.",
+    "agaricus": "Scratch the cap and stem base: chrome-yellow staining and an ink/phenol smell mean the "
+    "poisonous yellow stainer. Check gill colour (pink to brown, never white in mature caps) and look for a volva.",
+    "boletus": "Check the pores and the flesh: red pores or flesh that turns blue quickly suggest a poisonous bolete.",
+    "entoloma": "Pink spore print and pinkish mature gills: several Entoloma are poisonous.",
+    "russula": "Brittle, chalk-like flesh: check there is no ring and no volva (an Amanita is the danger).",
+    "morchella": "Cut it lengthwise: a true morel is hollow from cap to stem; false morels are chambered or cottony.",
+    "tricholoma": "Yellow species (Tricholoma equestre) cause rhabdomyolysis; check gill colour and smell.",
+}
+
+FEATURE_NAMES = (
+    ("volva", "Volva (stem base)"),
+    ("ring", "Ring"),
+    ("gills_or_pores", "Gills/pores"),
+    ("spore_print", "Spore print"),
+    ("stem", "Stem"),
+    ("cap", "Cap"),
+    ("smell", "Smell"),
+)
+
+
+def display_name(label: str, catalog: Catalog) -> str:
+    profile = catalog.get(label)
+    if profile:
+        return profile.display_name
+    return label.replace("_", " ").capitalize()
+
+
+def verdict_line(verdict: str) -> str:
+    return VERDICT_WORDS.get(verdict, VERDICT_WORDS["unknown"])
+
+
+def percent(p: float) -> str:
+    value = 100 * p
+    if 0 < value < 1:
+        return "<1%"
+    return f"{value:.0f}%"
+
+
+def top_guesses(labels: Sequence[str], probabilities: Sequence[float], catalog: Catalog, n: int = 3) -> str:
+    lines = []
+    for i, (label, p) in enumerate(zip(labels[:n], probabilities[:n], strict=False), start=1):
+        edibility = catalog.edibility(label)
+        tag = " (deadly)" if edibility == "deadly" else " (poisonous)" if edibility == "poisonous" else ""
+        lines.append(f"{i}. {display_name(label, catalog)} - {percent(p)}{tag}")
+    return "\n".join(lines)
+
+
+def features_to_check(label: str, catalog: Catalog, limit: int = 4) -> list[str]:
+    """Field features for this species (catalog) plus the genus-level check."""
+    checks = []
+    genus = label.split("_", 1)[0]
+    if genus in GENUS_CHECKS:
+        checks.append(GENUS_CHECKS[genus])
+    profile = catalog.get(label)
+    if profile:
+        for key, name in FEATURE_NAMES:
+            value = getattr(profile.features, key, None)
+            if value:
+                checks.append(f"{name}: {value}")
+            if len(checks) >= limit:
+                break
+    return checks
+
+
+def dangerous_lookalikes(label: str, catalog: Catalog) -> list[str]:
+    """Deadly first, then poisonous lookalikes of a species, with how to tell them apart."""
+    profile = catalog.get(label)
+    if not profile:
+        return []
+    danger = [lk for lk in profile.lookalikes if lk.edibility in DANGEROUS]
+    danger.sort(key=lambda lk: SEVERITY.get(lk.edibility, 99))
+    return [
+        f"{display_name(lk.species, catalog)} ({lk.edibility.upper()}): {lk.how_to_tell}" for lk in danger
+    ]
+
+
+def identification_text(
+    labels: Sequence[str],
+    probabilities: Sequence[float],
+    verdict: str,
+    abstained: bool,
+    danger_probability: float,
+    photo_count: int,
+    catalog: Catalog,
+    notes: Sequence[str] = (),
+) -> str:
+    parts: list[str] = []
+    photos = f" ({photo_count} photos, one observation)" if photo_count > 1 else ""
+    unreliable = abstained or verdict == "unknown" or not labels
+    if unreliable:
+        parts.append(NOT_RELIABLE)
+        if labels:
+            parts.append(f"My best guesses{photos} - not reliable:\n" + top_guesses(labels, probabilities, catalog))
+        parts.append(f"Verdict: {verdict_line('unknown')}")
+        top = labels[0] if labels else None
+        if top:
+            # Even an unreliable guess can point at a deadly genus worth checking.
+            dangers = dangerous_lookalikes(top, catalog)
+            if dangers:
+                parts.append("**Deadly or poisonous lookalikes:**\n" + "\n".join(f"• {d}" for d in dangers))
+        parts.append(PHOTO_TIPS)
+    else:
+        top = labels[0]
+        parts.append(f"**Most likely{photos}:**\n" + top_guesses(labels, probabilities, catalog))
+        parts.append(f"Verdict: {verdict_line(verdict)}")
+        if verdict in DANGEROUS and catalog.edibility(top) not in DANGEROUS:
+            parts.append(
+                f"Dangerous species hold {percent(danger_probability)} of the probability, "
+                "so this photo gets the dangerous verdict even though the top guess is not."
+            )
+        profile = catalog.get(top)
+        if profile and verdict == catalog.edibility(top):
+            parts.append(profile.edibility_note)
+        checks = features_to_check(top, catalog)
+        if checks:
+            parts.append("**Check in the field:**\n" + "\n".join(f"• {c}" for c in checks))
+        dangers = dangerous_lookalikes(top, catalog)
+        if dangers:
+            parts.append("**Deadly or poisonous lookalikes:**\n" + "\n".join(f"• {d}" for d in dangers))
+    parts.extend(notes)
+    parts.append(DISCLAIMER)
+    return "\n\n".join(parts)
+
+
+def lookalikes_text(label: str, catalog: Catalog) -> str:
+    profile = catalog.get(label)
+    name = display_name(label, catalog)
+    if not profile or not profile.lookalikes:
+        return (
+            f"I have no lookalike list for {name}. Many mushrooms have deadly lookalikes: "
+            "treat any doubt as poisonous.\n\n" + DISCLAIMER
+        )
+    ordered = sorted(profile.lookalikes, key=lambda lk: SEVERITY.get(lk.edibility, 99))
+    lines = [
+        f"• {display_name(lk.species, catalog)} - {verdict_line(lk.edibility)}\n  How to tell: {lk.how_to_tell}"
+        for lk in ordered
+    ]
+    return f"**Lookalikes of {name}:**\n" + "\n".join(lines) + "\n\n" + DISCLAIMER
+
+
+def sources_text(label: str | None, catalog: Catalog, citations: Sequence[dict], model_version: str | None) -> str:
+    parts = []
+    if citations:
+        lines = []
+        for c in citations:
+            title = c.get("title") or c.get("source") or "source"
+            source = c.get("source")
+            lines.append(f"• {title}" + (f" ({source})" if source and source != title else ""))
+        parts.append("**Sources of my last answer:**\n" + "\n".join(lines))
+    if label:
+        profile = catalog.get(label)
+        if profile:
+            refs = [f"• {r.title}" + (f" - {r.url}" if r.url else "") for r in profile.references]
+            parts.append(f"**References for {display_name(label, catalog)}:**\n" + "\n".join(refs))
+    if model_version:
+        parts.append(
+            f"Photo identification: a vision transformer fine-tuned on labelled field photos (model {model_version})."
+        )
+    if not parts:
+        return "I have no sources to show yet: send a photo or ask a question first."
+    parts.append(
+        "Edibility comes from the project's species catalog, checked against current references; "
+        "old field guides are quoted only where they agree with it."
+    )
+    return "\n\n".join(parts)
+
+
+def help_text(is_admin: bool) -> str:
+    lines = [
+        "**I identify mushrooms from photos and answer questions about them.**",
+        "",
+        "Send a photo (or several photos of the same mushroom together: cap, gills, whole stem base).",
+        "Then ask follow-ups like \"is it poisonous?\", \"lookalikes?\" or \"what about the first one?\".",
+        "",
+        "/identify - identify the photo(s) you send with it or next",
+        "/ask <question> - ask about a species or your last photo",
+        "/lookalikes - dangerous lookalikes of your last photo's species",
+        "/sources - where my information comes from",
+        "/about - the model, the data and my limits",
+        "/help - this message",
+    ]
+    if is_admin:
+        lines += ["", "Admin: /status - model and index status; /reingest - rebuild the knowledge base"]
+    lines += ["", DISCLAIMER]
+    return "\n".join(lines)
+
+
+def start_text(is_admin: bool) -> str:
+    return "Hello! 🍄\n\n" + help_text(is_admin)
+
+
+UNKNOWN_COMMAND = "I don't know the command /{name}."
+EMPTY_QUESTION = "What would you like to know? For example: /ask is the death cap poisonous?"
+NEED_PHOTO = (
+    "Which mushroom do you mean? Send a photo of it first (cap, gills and the whole stem base), "
+    "or name the species, e.g. \"is Amanita muscaria poisonous?\"."
+)
+IDENTIFY_PROMPT = (
+    "Send me the photo(s) of one mushroom now: cap from above, gills underneath, and the whole stem "
+    "base dug out. Several photos sent together count as one observation."
+)
+NOT_ADMIN = "Sorry, only the bot's administrators can use /{name}."
+RATE_LIMITED = "You're sending photos quickly - please wait {seconds} s and send it again."
+UNSUPPORTED = (
+    "I can only look at photos. {what} isn't something I can identify: please send a photo of the mushroom "
+    "(JPEG, PNG or WebP)."
+)
+NO_PHOTO_YET = "I haven't seen a photo in this chat yet. Send one first, then ask."
+SOMETHING_WENT_WRONG = (
+    "Sorry, something went wrong on my side while handling that. Please try again in a moment. "
+    "Until then, treat any unidentified mushroom as poisonous."
+)
+KNOWLEDGE_UNAVAILABLE = (
+    "My field-guide knowledge base isn't available right now, so I can't answer questions. "
+    "Photo identification still works. Treat any doubt as poisonous."
+)
+MODEL_UNAVAILABLE = (
+    "Photo identification isn't available right now (the model could not be loaded). "
+    "Treat any unidentified mushroom as poisonous."
+)

@@ -1,0 +1,174 @@
+"""Hybrid retrieval over the serving Chroma collection: vector similarity + BM25, fused by RRF.
+
+Vector search finds paraphrases ("what does it look like" ~ "the cap is olive-green"); BM25 makes
+Latin names and rare words ("phalloides", "volva") match exactly, which embeddings blur. The two
+rankings are merged with reciprocal rank fusion, so neither score scale has to be calibrated
+against the other. A species filter (chunk metadata `species`) narrows both searches.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.documents import Document
+from rank_bm25 import BM25Okapi
+
+_WORD = re.compile(r"[a-z0-9]+")
+_BM25_STOPWORDS = frozenset("""
+a an the is it its this that these those of in on at to for from with by and or but not no as be are was
+were been i we you he she they my our your me us what which who how why when where do does did can could
+should would will may might have has had there their than then so if about into also very more most such
+""".split())
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens without stopwords; Latin names stay whole words, so they match exactly."""
+    words = [w for w in _WORD.findall(text.lower()) if w not in _BM25_STOPWORDS]
+    # Fold the commonest plural so "mushrooms" finds "mushroom" (Latin epithets are folded on both sides alike).
+    return [w[:-1] if len(w) > 4 and w.endswith("s") and not w.endswith("ss") else w for w in words]
+
+
+@dataclass
+class Passage:
+    """One retrieved chunk with its fused score and, where known, its cosine similarity to the query."""
+
+    text: str
+    metadata: dict[str, Any]
+    score: float  # reciprocal-rank-fusion score (higher is better)
+    similarity: float | None = None  # cosine similarity of the vector search, if the chunk came from it
+    bm25: float | None = None
+    ranks: dict[str, int] = field(default_factory=dict)  # "vector"/"bm25" -> 1-based rank
+
+    @property
+    def key(self) -> str:
+        return str(self.metadata.get("chunk_id") or f"{self.metadata.get('source')}:{self.metadata.get('start')}")
+
+    @property
+    def species(self) -> str:
+        return str(self.metadata.get("species") or "")
+
+    @property
+    def kind(self) -> str:
+        return str(self.metadata.get("kind") or "")
+
+    @property
+    def source(self) -> str:
+        return str(self.metadata.get("source") or "")
+
+    @property
+    def title(self) -> str:
+        return str(self.metadata.get("title") or self.source)
+
+
+def _distance_to_cosine(space: str):
+    # all-MiniLM-L6-v2 embeddings are unit-normalised, so each metric maps exactly to cosine.
+    if space == "l2":
+        return lambda d: 1.0 - d / 2.0  # Chroma reports squared L2: |a-b|^2 = 2 - 2cos
+    return lambda d: 1.0 - d  # cosine distance, and ip distance (1 - dot)
+
+
+def _collection_space(store) -> str:
+    try:
+        config = store._collection.configuration or {}
+        for key in ("hnsw", "spann"):
+            space = (config.get(key) or {}).get("space")
+            if space:
+                return str(space)
+    except Exception:  # an older/remote client without configuration: fall back to metadata
+        pass
+    try:
+        return str((store._collection.metadata or {}).get("hnsw:space", "l2"))
+    except Exception:
+        return "l2"
+
+
+class HybridRetriever:
+    """Search one LangChain Chroma store (vectors) plus an in-memory BM25 over the same chunks."""
+
+    def __init__(self, store=None, documents: list[Document] | None = None, *, rrf_k: int = 60,
+                 candidates: int = 20):
+        self.store = store
+        self.rrf_k = rrf_k
+        self.candidates = candidates
+        if documents is None and store is not None:
+            documents = self.read_all(store)
+        self.documents: list[Document] = list(documents or [])
+        self._by_species: dict[str, list[int]] = {}
+        for i, doc in enumerate(self.documents):
+            self._by_species.setdefault(str(doc.metadata.get("species") or ""), []).append(i)
+        self._bm25 = BM25Okapi([tokenize(d.page_content) or ["_"] for d in self.documents]) if self.documents else None
+        self._to_cosine = _distance_to_cosine(_collection_space(store)) if store is not None else None
+
+    @staticmethod
+    def read_all(store) -> list[Document]:
+        """Every chunk of the collection (texts + metadata) for the lexical index."""
+        data = store.get(include=["documents", "metadatas"])
+        return [Document(page_content=text or "", metadata=dict(meta or {}))
+                for text, meta in zip(data.get("documents") or [], data.get("metadatas") or [], strict=False)]
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    # --- the two searches --------------------------------------------------------------------
+    def _vector(self, query: str, n: int, species: str | None) -> list[tuple[Document, float]]:
+        if self.store is None or not self.documents:
+            return []
+        where = {"species": species} if species else None
+        pairs = self.store.similarity_search_with_score(query, k=n, filter=where)
+        return [(doc, self._to_cosine(dist)) for doc, dist in pairs]
+
+    def _lexical(self, query: str, n: int, species: str | None) -> list[tuple[Document, float]]:
+        if self._bm25 is None:
+            return []
+        tokens = tokenize(query)
+        if not tokens:
+            return []
+        scores = self._bm25.get_scores(tokens)
+        pool = self._by_species.get(species, []) if species else range(len(self.documents))
+        best = sorted(pool, key=lambda i: scores[i], reverse=True)[:n]
+        return [(self.documents[i], float(scores[i])) for i in best if scores[i] > 0]
+
+    # --- fused search ----------------------------------------------------------------------
+    def search(self, query: str, *, species: str | None = None, k: int = 5,
+               names: list[str] | tuple[str, ...] = ()) -> list[Passage]:
+        """Top-k passages for a query, restricted to one species' chunks where `species` is given.
+
+        When the species has fewer than k chunks, passages of the whole collection that mention one
+        of its `names` (Latin name, synonyms) top the list up: old guides often discuss a species
+        under another heading.
+        """
+        passages = self._fuse(query, species, k)
+        if species and len(passages) < k and names:
+            lowered = [n.lower() for n in names if n]
+            seen = {p.key for p in passages}
+            for p in self._fuse(f"{query} {' '.join(names)}", None, self.candidates):
+                text = p.text.lower()
+                if p.key not in seen and any(n in text for n in lowered):
+                    passages.append(p)
+                    seen.add(p.key)
+                if len(passages) >= k:
+                    break
+        return passages[:k]
+
+    def _fuse(self, query: str, species: str | None, k: int) -> list[Passage]:
+        n = max(self.candidates, k)
+        fused: dict[str, Passage] = {}
+        for source, results in (("vector", self._vector(query, n, species)),
+                                ("bm25", self._lexical(query, n, species))):
+            for rank, (doc, raw) in enumerate(results, start=1):
+                probe = Passage(doc.page_content, dict(doc.metadata), 0.0)
+                p = fused.setdefault(probe.key, probe)
+                p.score += 1.0 / (self.rrf_k + rank)
+                p.ranks[source] = rank
+                if source == "vector":
+                    p.similarity = raw
+                else:
+                    p.bm25 = raw
+        return sorted(fused.values(), key=lambda p: p.score, reverse=True)[:k]
+
+    def best_similarity(self, query: str) -> float:
+        """Cosine similarity of the nearest chunk in the whole collection (0 when empty)."""
+        hits = self._vector(query, 1, None)
+        return hits[0][1] if hits else 0.0

@@ -1,0 +1,318 @@
+"""The HTTP API (bot.api) end to end with a tiny real model and the catalog-only answerer."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from api_support import api_settings, bomb_png, files, photo_bytes
+from fastapi.testclient import TestClient
+
+from bot.api import create_app, main, max_request_bytes
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    from vision_model.testing import make_tiny_model_dir
+
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_model_dir, tmp_path_factory):
+    from vision_model.classifier import Classifier
+
+    return Classifier.load(tiny_model_dir, cache_dir=tmp_path_factory.mktemp("onnx"))
+
+
+@pytest.fixture(scope="module")
+def answerer():
+    from knowledge_base.answer import Answerer
+
+    return Answerer(None)  # catalog-only: real answers, no index needed
+
+
+@pytest.fixture
+def make_client(tmp_path, classifier, answerer):
+    clients = []
+
+    def build(**env) -> TestClient:
+        app = create_app(api_settings(tmp_path, **env), classifier=classifier, answerer=answerer)
+        client = TestClient(app)
+        client.__enter__()  # runs the lifespan
+        clients.append(client)
+        return client
+
+    yield build
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+# --- identify ---------------------------------------------------------------------------
+
+
+def test_identify_one_photo_matches_the_local_classifier(client, classifier):
+    photo = photo_bytes(1)
+    response = client.post("/v1/identify", files=files(photo))
+    assert response.status_code == 200
+    body = response.json()
+    local = classifier.identify([photo]).to_dict()
+    assert body["top_k"] == local["top_k"]
+    assert body["verdict"] == local["verdict"]
+    assert body["abstained"] == local["abstained"]
+    assert body["model_version"] == classifier.version
+    assert body["n_images"] == 1
+
+
+def test_identify_several_photos_is_one_observation(client, classifier):
+    photos = [photo_bytes(seed) for seed in (2, 3, 4)]
+    response = client.post("/v1/identify", files=files(*photos))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["n_images"] == 3
+    assert len(body["image"]) == 3
+    assert body["top_k"] == classifier.identify(photos).to_dict()["top_k"]
+
+
+def test_identify_each_gives_one_result_per_photo(client, classifier):
+    photos = [photo_bytes(seed) for seed in (5, 6)]
+    response = client.post("/v1/identify/each", files=files(*photos))
+    assert response.status_code == 200
+    results = response.json()["results"]
+    expected = classifier.identify_each(photos)
+    assert [r["top_k"] for r in results] == [e.to_dict()["top_k"] for e in expected]
+    assert [r["verdict"] for r in results] == [e.verdict for e in expected]
+
+
+# --- ask --------------------------------------------------------------------------------
+
+
+def test_ask_returns_the_knowledge_base_answer(client, answerer):
+    response = client.post("/v1/ask", json={"question": "Is the fly agaric edible?", "species": None})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) >= {"answer", "species", "verdict", "citations", "abstained"}
+    assert body == answerer.ask("Is the fly agaric edible?").to_dict()
+
+
+def test_ask_about_a_given_species(client, answerer):
+    response = client.post("/v1/ask", json={"question": "Can I eat it?", "species": "amanita_phalloides"})
+    assert response.status_code == 200
+    assert response.json() == answerer.ask("Can I eat it?", "amanita_phalloides").to_dict()
+    assert response.json()["verdict"] != "edible"
+
+
+@pytest.mark.parametrize("question", ["", "   \n\t"])
+def test_empty_question_is_422(client, question):
+    response = client.post("/v1/ask", json={"question": question})
+    assert response.status_code == 422
+    assert response.json()["error"] == "empty_question"
+
+
+def test_malformed_ask_body_is_422_with_json_error(client):
+    response = client.post("/v1/ask", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "invalid_request"
+    missing = client.post("/v1/ask", json={"species": "amanita_muscaria"})
+    assert missing.status_code == 422 and "question" in missing.json()["detail"]
+
+
+# --- bad photos -------------------------------------------------------------------------
+
+
+def test_text_file_is_415(client):
+    response = client.post("/v1/identify", files=[("image", ("notes.txt", b"just some text", "text/plain"))])
+    assert response.status_code == 415
+    body = response.json()
+    assert body["error"] == "not_an_image"
+    assert "photo" in body["detail"].lower()
+
+
+def test_corrupt_jpeg_is_422(client):
+    truncated = photo_bytes(7)[:300]
+    response = client.post("/v1/identify", files=files(truncated))
+    assert response.status_code == 422
+    assert response.json()["error"] == "corrupt"
+
+
+def test_empty_upload_is_422(client):
+    response = client.post("/v1/identify", files=files(b""))
+    assert response.status_code == 422
+    assert response.json()["error"] == "empty"
+
+
+def test_decompression_bomb_is_413(client):
+    response = client.post("/v1/identify", files=[("image", ("bomb.png", bomb_png(), "image/png"))])
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_many_pixels"
+
+
+def test_photo_over_max_image_bytes_is_413(make_client):
+    client = make_client(MAX_IMAGE_BYTES=2000)
+    big = photo_bytes(8, size=(200, 200))
+    assert len(big) > 2000
+    response = client.post("/v1/identify", files=files(big))
+    assert response.status_code == 413
+    assert response.json()["error"] in {"too_many_bytes", "request_too_large"}
+
+
+def test_too_many_photos_is_413(make_client):
+    client = make_client(MAX_IMAGES_PER_OBSERVATION=2)
+    response = client.post("/v1/identify", files=files(*[photo_bytes(s) for s in range(3)]))
+    assert response.status_code == 413
+    assert response.json()["error"] == "too_many_images"
+
+
+def test_no_photo_is_422(client):
+    response = client.post("/v1/identify", data={"note": "forgot the photo"})
+    assert response.status_code == 422
+    assert response.json()["error"] == "no_image"
+
+
+def test_bad_photo_among_several_names_it(client):
+    response = client.post(
+        "/v1/identify",
+        files=[("image", ("good.jpg", photo_bytes(9), "image/jpeg")), ("image", ("bad.txt", b"text", "text/plain"))],
+    )
+    assert response.status_code == 415
+    assert response.json()["detail"].startswith("bad.txt: ")
+
+
+# --- request body limit -----------------------------------------------------------------
+
+
+def test_body_over_limit_is_refused_by_content_length(make_client):
+    client = make_client(MAX_IMAGE_BYTES=1000, MAX_IMAGES_PER_OBSERVATION=1)
+    limit = max_request_bytes(client.app.state.settings)
+    response = client.post("/v1/ask", content=b"x" * (limit + 1), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"] == "request_too_large"
+
+
+def test_body_over_limit_is_refused_while_streaming(make_client):
+    """A chunked upload (no Content-Length) is cut off once it passes the limit."""
+    client = make_client(MAX_IMAGE_BYTES=1000, MAX_IMAGES_PER_OBSERVATION=1)
+    limit = max_request_bytes(client.app.state.settings)
+    sent = []
+
+    def chunks():
+        for _ in range(limit // 4096 + 10):
+            sent.append(4096)
+            yield b"x" * 4096
+
+    response = client.post("/v1/ask", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"] == "request_too_large"
+
+
+# --- API key ----------------------------------------------------------------------------
+
+
+def test_api_key_required_when_set(make_client):
+    client = make_client(API_KEY="s3cret-test-key")
+    question = {"question": "Is the chanterelle edible?"}
+    missing = client.post("/v1/ask", json=question)
+    assert missing.status_code == 401
+    assert missing.json()["error"] == "unauthorized"
+    assert "s3cret" not in missing.text
+    assert client.post("/v1/ask", json=question, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/v1/ask", json=question, headers={"X-API-Key": "s3cret-test-key"}).status_code == 200
+    bearer = {"Authorization": "Bearer s3cret-test-key"}
+    assert client.post("/v1/identify", files=files(photo_bytes(10)), headers=bearer).status_code == 200
+    # Health endpoints stay open for probes.
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+# --- service endpoints ------------------------------------------------------------------
+
+
+def test_health_and_ready_with_injected_components(client, classifier):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["model_version"] == classifier.version
+
+
+def test_readyz_is_503_until_the_model_loads(tmp_path):
+    """A model directory that does not exist: alive, never ready, identify says not ready."""
+    settings = api_settings(tmp_path, MODEL_DIR=str(tmp_path / "no-model-here"))
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["error"] == "not_ready"
+        response = client.post("/v1/identify", files=files(photo_bytes(11)))
+        assert response.status_code == 503
+        assert response.headers.get("Retry-After")
+
+
+def test_model_loads_in_the_background(tmp_path, tiny_model_dir, monkeypatch):
+    """The real loading path: the model comes from settings.model_dir; without an index the
+    API serves photos (and catalog-only answers) but stays unready."""
+    monkeypatch.setenv("VISION_ONNX_CACHE", str(tmp_path / "onnx"))
+    settings = api_settings(tmp_path, MODEL_DIR=str(tiny_model_dir))
+    app = create_app(settings)
+    with TestClient(app) as client:
+        components = app.state.components
+        deadline = time.monotonic() + 60
+        while components.classifier is None and "model" not in components.errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert components.classifier is not None, components.errors
+        assert client.post("/v1/identify", files=files(photo_bytes(12))).status_code == 200
+        ready = client.get("/readyz")
+        if components.index_loaded:
+            assert ready.status_code == 200
+        else:
+            assert ready.status_code == 503 and "index" in ready.json()["detail"]
+
+
+def test_metrics_count_requests_and_show_versions(client, classifier):
+    client.post("/v1/identify", files=files(photo_bytes(13)))
+    client.post("/v1/identify", files=[("image", ("x.txt", b"text", "text/plain"))])
+    client.get("/no/such/route")
+    text = client.get("/metrics").text
+    assert 'mushroom_api_requests_total{method="POST",route="/v1/identify",status="200"} 1.0' in text
+    assert 'mushroom_api_requests_total{method="POST",route="/v1/identify",status="415"} 1.0' in text
+    assert 'route="unmatched"' in text
+    assert "mushroom_api_request_duration_seconds_bucket" in text
+    assert f'mushroom_api_model_info{{version="{classifier.version}"}} 1.0' in text
+    assert 'mushroom_api_ready{component="model"} 1.0' in text
+    assert "mushroom_api_images_total 1.0" in text
+
+
+def test_openapi_schema_and_docs(client):
+    schema = client.get("/openapi.json").json()
+    for path in ("/v1/identify", "/v1/identify/each", "/v1/ask", "/healthz", "/readyz", "/metrics"):
+        assert path in schema["paths"]
+    identify_body = schema["paths"]["/v1/identify"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in identify_body
+    assert "413" in schema["paths"]["/v1/identify"]["post"]["responses"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_info_lists_labels_and_limits(client, classifier):
+    body = client.get("/v1/info").json()
+    assert body["labels"] == list(classifier.labels)
+    assert body["limits"]["max_images_per_observation"] == client.app.state.settings.max_images_per_observation
+
+
+def test_unknown_route_is_json_404(client):
+    response = client.get("/v1/nothing")
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_cli_help_exits_cleanly(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "--port" in capsys.readouterr().out

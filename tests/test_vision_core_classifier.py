@@ -1,0 +1,270 @@
+"""Classifier on the tiny random model: preprocessing parity, ONNX vs torch, calibration,
+observations, batching, thread safety, the JSON shape."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vision_model.classifier import Classifier, Identification, Preprocessor, ensure_onnx
+from vision_model.images import ImageError
+from vision_model.release import ModelNotFound, read_labels
+from vision_model.testing import DEFAULT_TINY_LABELS, make_tiny_model_dir
+from vision_model.verdict import SafetyConfig, decide, softmax
+
+EDIBILITY = {
+    "amanita_phalloides": "deadly",
+    "amanita_muscaria": "poisonous",
+    "hypholoma_fasciculare": "poisonous",
+    "boletus_edulis": "edible",
+    "cantharellus_cibarius": "edible",
+    "fomes_fomentarius": "inedible",
+    "morchella_esculenta": "edible_with_caution",
+}
+
+
+def edibility(label: str) -> str:
+    return EDIBILITY.get(label, "unknown")
+
+
+def photo(seed: int, size=(80, 64), mode="RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    # Smooth random colour fields, so photos differ in ways the model's features notice.
+    small = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    img = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+    return img.convert(mode)
+
+
+def jpeg_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def classifier(model_dir, onnx_cache):
+    return Classifier.load(model_dir, backend="onnx", cache_dir=onnx_cache, edibility=edibility)
+
+
+@pytest.fixture(scope="module")
+def torch_classifier(model_dir):
+    return Classifier.load(model_dir, backend="torch", edibility=edibility)
+
+
+PHOTOS = [photo(i) for i in range(12)]
+
+
+def test_tiny_model_dir_is_in_release_format(model_dir):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "safety.json",
+        "MODEL_CARD.md",
+    ):
+        assert (model_dir / name).is_file(), name
+    assert read_labels(model_dir) == list(DEFAULT_TINY_LABELS)
+    assert SafetyConfig.load(model_dir).version == "tiny-test"
+
+
+def test_loads_with_labels_version_and_onnx_backend(classifier, onnx_cache):
+    assert classifier.labels == list(DEFAULT_TINY_LABELS)
+    assert classifier.version == "tiny-test"
+    assert classifier.backend == "onnx"
+    assert len(list(onnx_cache.glob("*.onnx"))) == 1
+    assert not list(onnx_cache.glob(".*tmp"))  # the atomic write left nothing behind
+
+
+def test_onnx_export_is_cached_and_reused(model_dir, onnx_cache, classifier):
+    path = ensure_onnx(model_dir, (56, 56), onnx_cache)
+    mtime = path.stat().st_mtime_ns
+    again = Classifier.load(model_dir, backend="onnx", cache_dir=onnx_cache, edibility=edibility)
+    assert again.backend == "onnx"
+    assert path.stat().st_mtime_ns == mtime  # not exported a second time
+
+
+def test_preprocessing_matches_the_transformers_processor(model_dir):
+    from transformers import AutoImageProcessor
+
+    config = json.loads((model_dir / "preprocessor_config.json").read_text())
+    ours = Preprocessor(config)
+    theirs = AutoImageProcessor.from_pretrained(model_dir)
+    images = [photo(1, (80, 64)), photo(2, (64, 200)), photo(3, (64, 64)), photo(4, (30, 20))]
+    for img in images:  # includes a photo smaller than the crop (padding path)
+        expected = theirs(images=[img], return_tensors="np")["pixel_values"]
+        np.testing.assert_allclose(ours([img]), expected, atol=1e-5)
+
+
+def test_preprocessing_matches_on_the_real_processor_config(shared_data):
+    from transformers import AutoImageProcessor
+
+    weights = shared_data / "weights" / "dinov2-small-imgfocus"
+    ours = Preprocessor(json.loads((weights / "preprocessor_config.json").read_text()))
+    theirs = AutoImageProcessor.from_pretrained(weights)
+    paths = sorted((shared_data / "images").glob("*/*.jpg"))[::400][:6]
+    from vision_model.images import decode_image
+
+    images = [decode_image(p) for p in paths]
+    np.testing.assert_allclose(
+        ours(images), theirs(images=images, return_tensors="np")["pixel_values"], atol=1e-5
+    )
+
+
+def test_onnx_matches_torch(classifier, torch_classifier):
+    onnx_logits = classifier.logits(PHOTOS)
+    torch_logits = torch_classifier.logits(PHOTOS)
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4, rtol=1e-4)
+    assert (onnx_logits.argmax(1) == torch_logits.argmax(1)).all()
+    # ... and the random model does tell the photos apart (the check is not vacuous).
+    assert np.ptp(onnx_logits, axis=0).max() > 0.1
+
+
+def test_batching_does_not_change_results(model_dir, onnx_cache):
+    one_by_one = Classifier.load(model_dir, cache_dir=onnx_cache, edibility=edibility, batch_size=1)
+    batched = Classifier.load(model_dir, cache_dir=onnx_cache, edibility=edibility, batch_size=5)
+    np.testing.assert_allclose(one_by_one.logits(PHOTOS), batched.logits(PHOTOS), atol=1e-4)
+    each = batched.identify_each(PHOTOS)
+    assert len(each) == len(PHOTOS)
+    singles = [batched.identify([p]) for p in PHOTOS]
+    assert [r.verdict for r in each] == [r.verdict for r in singles]
+    for a, b in zip(each, singles, strict=True):
+        assert [p.label for p in a.top_k] == [p.label for p in b.top_k]
+        np.testing.assert_allclose([p.probability for p in a.top_k], [p.probability for p in b.top_k], atol=1e-5)
+
+
+def test_identification_agrees_with_the_rule(classifier):
+    for img, result in zip(PHOTOS, classifier.identify_each(PHOTOS), strict=True):
+        probs = softmax(classifier.logits([img])[0], classifier.safety.temperature)
+        expected = decide(probs, classifier.labels, edibility, classifier.safety)
+        assert (result.verdict, result.abstained) == (expected.verdict, expected.abstained)
+        assert result.danger_probability == pytest.approx(expected.danger_probability)
+        top = [p.probability for p in result.top_k]
+        assert len(top) == 5 and top == sorted(top, reverse=True)
+        assert result.label == classifier.labels[int(probs.argmax())]
+
+
+def test_calibration_temperature_is_applied(tmp_path, classifier, onnx_cache):
+    hot = make_tiny_model_dir(tmp_path / "hot", safety=SafetyConfig(version="hot", temperature=4.0))
+    warm = Classifier.load(hot, cache_dir=onnx_cache, edibility=edibility)
+    assert warm.safety.temperature == 4.0
+    logits = warm.logits(PHOTOS[:3])
+    np.testing.assert_allclose(logits, classifier.logits(PHOTOS[:3]), atol=1e-5)  # same weights
+    np.testing.assert_allclose(warm.probabilities(PHOTOS[:3]), softmax(logits / 4.0), atol=1e-6)
+    for cold_result, hot_result in zip(
+        classifier.identify_each(PHOTOS[:3]), warm.identify_each(PHOTOS[:3]), strict=True
+    ):
+        assert hot_result.label == cold_result.label
+        assert hot_result.top_k[0].probability < cold_result.top_k[0].probability
+
+
+def test_observation_of_several_photos_gives_one_result(classifier):
+    photos = PHOTOS[:4]
+    result = classifier.identify(photos)
+    assert isinstance(result, Identification) and result.n_images == 4
+    mean = classifier.probabilities(photos).mean(axis=0)
+    top = int(mean.argmax())
+    assert result.top_k[0].label == classifier.labels[top]
+    assert result.top_k[0].probability == pytest.approx(float(mean[top]), abs=1e-6)
+    assert sum(p.probability for p in classifier.identify(photos).top_k) <= 1.0 + 1e-6
+
+
+def test_observation_keeps_a_single_photos_deadly_mass(tmp_path, onnx_cache):
+    """Mean of probabilities: a deadly species one photo is sure of is not averaged away."""
+    deadly = make_tiny_model_dir(tmp_path / "deadly", favour="amanita_phalloides")
+    clf = Classifier.load(deadly, cache_dir=onnx_cache, edibility=edibility)
+    result = clf.identify(PHOTOS[:3])
+    assert result.verdict == "deadly" and result.danger_probability > 0.99
+
+
+def test_favoured_edible_model_says_edible(tmp_path, onnx_cache):
+    edible = make_tiny_model_dir(tmp_path / "edible", favour="boletus_edulis")
+    result = Classifier.load(edible, cache_dir=onnx_cache, edibility=edibility).identify([PHOTOS[0]])
+    assert result.verdict == "edible" and not result.abstained
+
+
+def test_accepts_bytes_paths_and_any_pil_mode(classifier, tmp_path):
+    img = photo(7)
+    path = tmp_path / "p.jpg"
+    path.write_bytes(jpeg_bytes(img))
+    from_path = classifier.identify([path])
+    from_bytes = classifier.identify([path.read_bytes()])
+    assert from_path.top_k == from_bytes.top_k
+    assert classifier.identify(str(path)).top_k == from_path.top_k  # a single photo, not in a list
+    rgba = classifier.identify([photo(7, mode="RGBA")])
+    assert rgba.top_k[0].label == classifier.identify([img]).top_k[0].label
+
+
+def test_bad_photo_raises_image_error(classifier):
+    with pytest.raises(ImageError):
+        classifier.identify([b"definitely not a photo"])
+    with pytest.raises(ValueError):
+        classifier.identify([])
+
+
+def test_to_dict_shape(classifier):
+    result = classifier.identify([PHOTOS[0]])
+    data = result.to_dict("cap.jpg")
+    assert set(data) == {"image", "top_k", "verdict", "abstained", "danger_probability", "model_version"}
+    assert data["image"] == "cap.jpg" and data["model_version"] == "tiny-test"
+    assert all(set(p) == {"label", "probability"} for p in data["top_k"])
+    assert json.loads(json.dumps(data)) == data
+    assert result.to_dict(["a.jpg", "b.jpg"])["image"] == ["a.jpg", "b.jpg"]
+
+
+def test_identify_from_eight_threads(classifier):
+    expected = [r.top_k for r in classifier.identify_each(PHOTOS[:8])]
+    results: list = [None] * 8
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            for _ in range(3):
+                results[i] = classifier.identify([PHOTOS[i]]).top_k
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    for got, want in zip(results, expected, strict=True):
+        assert [p.label for p in got] == [p.label for p in want]
+        np.testing.assert_allclose([p.probability for p in got], [p.probability for p in want], atol=1e-5)
+
+
+def test_auto_backend_falls_back_to_torch_when_export_fails(model_dir, tmp_path, monkeypatch):
+    import vision_model.classifier as classifier_module
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(classifier_module, "export_onnx", broken_export)
+    clf = Classifier.load(model_dir, backend="auto", cache_dir=tmp_path / "empty-cache", edibility=edibility)
+    assert clf.backend == "torch"
+    assert clf.identify([PHOTOS[0]]).top_k
+    with pytest.raises(RuntimeError):
+        Classifier.load(model_dir, backend="onnx", cache_dir=tmp_path / "empty-cache", edibility=edibility)
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotFound, match="No vision model"):
+        Classifier.load(tmp_path / "nowhere", edibility=edibility)

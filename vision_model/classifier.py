@@ -1,0 +1,514 @@
+"""Mushroom photo -> species probabilities -> safety verdict.
+
+`Classifier.load(model_dir)` reads a model directory (save_pretrained of a
+Dinov2ForImageClassification + preprocessor_config.json + safety.json) once. Inference runs
+on ONNX Runtime: on first load the weights are exported to ONNX (opset 17) into a cache
+(var/cache/onnx/<fingerprint of the weights>.onnx, written atomically, reused by every later
+process); if onnxruntime or the export is unavailable it falls back to torch eager.
+
+Preprocessing is our own PIL + numpy copy of the transformers image processor (resize of the
+shortest edge, bicubic; centre crop; rescale; normalise), giving the same numbers without the
+processor's per-call overhead; configurations it does not cover use the transformers one.
+
+Several photos of ONE mushroom (`identify`) are combined as the arithmetic mean of their
+calibrated probabilities. The mean is the conservative choice: a species (say a deadly
+Amanita) that one photo finds likely keeps at least 1/n of that mass, whereas a geometric
+mean (mean of log-probs) lets one confident photo veto it. The verdict is decided once, on
+the combined distribution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from vision_model.images import DEFAULT_MAX_PIXELS, decode_image, to_rgb
+from vision_model.release import read_labels, resolve_model_dir
+from vision_model.verdict import SafetyConfig, decide, energy_score, softmax
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ONNX_OPSET = 17
+# Bump when the export recipe changes, so old cached graphs are not reused.
+EXPORT_RECIPE = "dinov2-logits-v1"
+TOP_K = 5
+DEFAULT_BATCH_SIZE = 16
+
+ImageInput = Image.Image | bytes | str | os.PathLike
+
+
+# --- results -------------------------------------------------------------------------
+
+
+@dataclass
+class Prediction:
+    label: str
+    probability: float
+
+
+@dataclass
+class Identification:
+    top_k: list[Prediction]  # calibrated, descending, k=5
+    verdict: str  # one of knowledge_base.catalog.VERDICTS
+    abstained: bool  # True -> "I can't identify this reliably: treat it as poisonous"
+    danger_probability: float  # summed calibrated probability of dangerous (or uncatalogued) species
+    model_version: str
+    n_images: int = 1  # photos combined into this result
+
+    @property
+    def label(self) -> str:
+        """The most probable label (top-1)."""
+        return self.top_k[0].label
+
+    def to_dict(self, image: str | Sequence[str] | None = None) -> dict[str, Any]:
+        """The CLI/HTTP JSON shape. `image`: the photo's path (a list for an observation)."""
+        return {
+            "image": image if image is None or isinstance(image, str) else list(image),
+            "top_k": [{"label": p.label, "probability": round(p.probability, 6)} for p in self.top_k],
+            "verdict": self.verdict,
+            "abstained": self.abstained,
+            "danger_probability": round(self.danger_probability, 6),
+            "model_version": self.model_version,
+        }
+
+
+# --- preprocessing -------------------------------------------------------------------
+
+
+class Preprocessor:
+    """PIL + numpy equivalent of the BitImageProcessor/ViTImageProcessor path Dinov2 uses."""
+
+    SUPPORTED_KEYS = {
+        "image_processor_type", "processor_class", "do_convert_rgb", "do_resize", "size", "resample",
+        "do_center_crop", "crop_size", "do_rescale", "rescale_factor", "do_normalize", "image_mean",
+        "image_std", "do_pad",
+    }  # fmt: skip
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.do_resize = config.get("do_resize", True)
+        size = config.get("size") or {"shortest_edge": 224}
+        if isinstance(size, int):
+            size = {"shortest_edge": size}
+        self.size = size
+        self.resample = Image.Resampling(config.get("resample", Image.Resampling.BICUBIC))
+        self.do_center_crop = config.get("do_center_crop", True)
+        crop = config.get("crop_size") or {"height": 224, "width": 224}
+        if isinstance(crop, int):
+            crop = {"height": crop, "width": crop}
+        self.crop = (int(crop["height"]), int(crop["width"]))
+        self.do_rescale = config.get("do_rescale", True)
+        self.rescale_factor = float(config.get("rescale_factor", 1 / 255))
+        self.do_normalize = config.get("do_normalize", True)
+        self.mean = np.asarray(config.get("image_mean", [0.485, 0.456, 0.406]), dtype=np.float32)
+        self.std = np.asarray(config.get("image_std", [0.229, 0.224, 0.225]), dtype=np.float32)
+
+    @classmethod
+    def supports(cls, config: dict[str, Any]) -> bool:
+        size = config.get("size") or {}
+        size_ok = isinstance(size, int) or set(size) <= {"shortest_edge"} or set(size) == {"height", "width"}
+        return set(config) <= cls.SUPPORTED_KEYS and not config.get("do_pad") and size_ok
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        if self.do_center_crop:
+            return self.crop
+        if "height" in self.size:
+            return int(self.size["height"]), int(self.size["width"])
+        raise ValueError("input size is not fixed without a centre crop")
+
+    def _resize(self, img: Image.Image) -> Image.Image:
+        if "shortest_edge" in self.size:
+            # Same arithmetic as transformers.image_transforms.get_resize_output_image_size.
+            target = int(self.size["shortest_edge"])
+            w, h = img.size
+            short, long = (w, h) if w <= h else (h, w)
+            new_short, new_long = target, int(target * long / short)
+            new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        else:
+            new_h, new_w = int(self.size["height"]), int(self.size["width"])
+        if (new_w, new_h) == img.size:
+            return img
+        return img.resize((new_w, new_h), resample=self.resample)
+
+    def _crop(self, arr: np.ndarray) -> np.ndarray:
+        """Centre crop of an HWC array, zero-padding (centred) when the image is smaller."""
+        crop_h, crop_w = self.crop
+        h, w = arr.shape[:2]
+        if h >= crop_h and w >= crop_w:
+            top, left = (h - crop_h) // 2, (w - crop_w) // 2
+            return arr[top : top + crop_h, left : left + crop_w]
+        new_h, new_w = max(crop_h, h), max(crop_w, w)
+        padded = np.zeros((new_h, new_w, arr.shape[2]), dtype=arr.dtype)
+        top_pad, left_pad = -(-(new_h - h) // 2), -(-(new_w - w) // 2)
+        padded[top_pad : top_pad + h, left_pad : left_pad + w] = arr
+        top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
+        return padded[top : top + crop_h, left : left + crop_w]
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """RGB PIL images -> float32 array (N, 3, H, W)."""
+        out = []
+        for img in images:
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            if self.do_resize:
+                img = self._resize(img)
+            arr = np.asarray(img)
+            if self.do_center_crop:
+                arr = self._crop(arr)
+            x = arr.astype(np.float32)
+            if self.do_rescale:
+                x *= np.float32(self.rescale_factor)
+            if self.do_normalize:
+                x = (x - self.mean) / self.std
+            out.append(x.transpose(2, 0, 1))
+        return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+
+
+class _TransformersPreprocessor:
+    """Fallback for processor configurations the fast path does not cover."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from transformers import AutoImageProcessor
+
+        self._processor = AutoImageProcessor.from_pretrained(model_dir)
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        batch = self._processor(images=list(images), return_tensors="np")
+        return np.asarray(batch["pixel_values"], dtype=np.float32)
+
+
+def load_preprocessor(model_dir: Path) -> Preprocessor | _TransformersPreprocessor:
+    path = model_dir / "preprocessor_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if Preprocessor.supports(config):
+        return Preprocessor(config)
+    log.info("preprocessor_config.json has options the fast path lacks; using the transformers processor")
+    return _TransformersPreprocessor(model_dir)
+
+
+# --- runtimes --------------------------------------------------------------------------
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported ONNX graphs are cached (VISION_ONNX_CACHE overrides var/cache/onnx)."""
+    return Path(os.environ.get("VISION_ONNX_CACHE") or PROJECT_ROOT / "var" / "cache" / "onnx")
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """Hash of everything the exported graph depends on: weights, config, input size, recipe."""
+    import torch
+
+    digest = hashlib.sha256()
+    digest.update(f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|torch{torch.__version__}".encode())
+    for name in ("config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin"):
+        path = model_dir / name
+        if path.is_file():
+            digest.update(name.encode())
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:32]
+
+
+def _load_torch_model(model_dir: Path):
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    # fp16 release weights are upcast: CPU fp16 matmuls are slow and less accurate.
+    return AutoModelForImageClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+
+def export_onnx(model_dir: Path, out_path: Path, input_size: tuple[int, int], model=None) -> Path:
+    """Export the model's logits to ONNX with a dynamic batch axis; atomic write to out_path."""
+    import torch
+
+    model = model if model is not None else _load_torch_model(model_dir)
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, pixel_values):
+            return self.inner(pixel_values=pixel_values).logits
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(2, 3, *input_size)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        import warnings
+
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer chatter about constant shapes (they are constant)
+            torch.onnx.export(
+                LogitsOnly(model),
+                (dummy,),
+                tmp,
+                input_names=["pixel_values"],
+                output_names=["logits"],
+                dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=ONNX_OPSET,
+                dynamo=False,  # the TorchScript exporter: no onnxscript needed, handles Dinov2
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out_path)  # other processes see either no file or a whole one
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path
+
+
+def quantize_onnx(fp32_path: Path, out_path: Path) -> Path:
+    """int8 dynamic quantisation of the MatMul weights (atomic write)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        quantize_dynamic(str(fp32_path), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path
+
+
+def ensure_onnx(
+    model_dir: Path, input_size: tuple[int, int], cache_dir: Path | None = None, *, int8=False
+) -> Path:
+    """The cached ONNX graph for these weights, exporting it first if needed.
+
+    A `model.onnx` shipped inside the model directory is used as is.
+    """
+    shipped = model_dir / ("model.int8.onnx" if int8 else "model.onnx")
+    if shipped.is_file():
+        return shipped
+    cache_dir = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    fingerprint = weights_fingerprint(model_dir)
+    fp32_path = cache_dir / f"{fingerprint}.onnx"
+    if not fp32_path.is_file():
+        log.info("exporting %s to ONNX (once per set of weights) -> %s", model_dir, fp32_path)
+        export_onnx(model_dir, fp32_path, input_size)
+    if not int8:
+        return fp32_path
+    int8_path = cache_dir / f"{fingerprint}.int8.onnx"
+    if not int8_path.is_file():
+        quantize_onnx(fp32_path, int8_path)
+    return int8_path
+
+
+class OnnxRunner:
+    name = "onnx"
+
+    def __init__(self, onnx_path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.path = onnx_path
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"pixel_values": pixel_values})[0]
+
+
+class TorchRunner:
+    name = "torch"
+
+    def __init__(self, model_dir: Path, model=None) -> None:
+        self.model = model if model is not None else _load_torch_model(model_dir)
+
+    def __call__(self, pixel_values: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(pixel_values=torch.from_numpy(pixel_values)).logits.float().numpy()
+
+
+# --- the classifier ----------------------------------------------------------------------
+
+
+def _catalog_edibility() -> Callable[[str], str]:
+    from knowledge_base.catalog import default_catalog
+
+    return default_catalog().edibility
+
+
+class Classifier:
+    """Loads a model directory once; `identify` / `identify_each` are safe from many threads."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        labels: list[str],
+        preprocess: Callable[[Sequence[Image.Image]], np.ndarray],
+        runner: Callable[[np.ndarray], np.ndarray],
+        safety: SafetyConfig,
+        edibility: Callable[[str], str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        self.model_dir = model_dir
+        self.labels = labels
+        self.safety = safety
+        self.version = safety.version
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self._preprocess = preprocess
+        self._runner = runner
+        # Resolved once: the catalog is fixed for the life of the process.
+        table = {label: edibility(label) or "unknown" for label in labels}
+        self._edibility = lambda label: table.get(label, "unknown")
+        # One inference at a time: ORT/torch already use every core for one batch, and the
+        # lock also makes the torch fallback safe to share between threads.
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        return getattr(self._runner, "name", type(self._runner).__name__)
+
+    @classmethod
+    def load(
+        cls,
+        model_dir: str | Path | None = None,
+        *,
+        backend: str | None = None,
+        cache_dir: str | Path | None = None,
+        threads: int | None = None,
+        edibility: Callable[[str], str] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Classifier:
+        """Load a model directory (None -> the bundled release).
+
+        backend: "auto" (ONNX Runtime, falling back to torch), "onnx", "onnx-int8" or "torch";
+        default from VISION_BACKEND, else "auto". edibility: label -> edibility class
+        (default: the knowledge-base catalog).
+        """
+        model_dir = resolve_model_dir(model_dir)
+        backend = (backend or os.environ.get("VISION_BACKEND") or "auto").lower()
+        if backend not in ("auto", "onnx", "onnx-int8", "torch"):
+            raise ValueError(f"unknown backend {backend!r}: use auto, onnx, onnx-int8 or torch")
+        labels = read_labels(model_dir)
+        if not labels:
+            raise ValueError(f"{model_dir}/config.json has no id2label: not a classification model")
+        safety = SafetyConfig.load(model_dir)
+        preprocess = load_preprocessor(model_dir)
+        threads = threads or default_threads()
+        runner = cls._make_runner(model_dir, backend, preprocess, cache_dir, threads)
+        return cls(
+            model_dir,
+            labels,
+            preprocess,
+            runner,
+            safety,
+            edibility or _catalog_edibility(),
+            batch_size=batch_size,
+        )
+
+    @staticmethod
+    def _make_runner(model_dir, backend, preprocess, cache_dir, threads):
+        if backend == "torch":
+            return TorchRunner(model_dir)
+        input_size = getattr(preprocess, "input_size", None)
+        try:
+            if input_size is None:
+                raise ValueError("the model input size is not fixed (no centre crop)")
+            onnx_path = ensure_onnx(model_dir, input_size, cache_dir, int8=backend == "onnx-int8")
+            return OnnxRunner(onnx_path, threads)
+        except Exception as exc:
+            if backend != "auto":
+                raise
+            log.warning("ONNX Runtime unavailable for %s (%s); using torch", model_dir, exc)
+            return TorchRunner(model_dir)
+
+    # --- inference ---------------------------------------------------------------------
+
+    def _to_image(self, item: ImageInput) -> Image.Image:
+        if isinstance(item, Image.Image):
+            return to_rgb(item)
+        return decode_image(item, max_pixels=self.max_pixels)
+
+    def logits(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Raw logits (N, n_labels), in batches of `batch_size`. Raises ImageError on a bad photo."""
+        decoded = [self._to_image(item) for item in images]
+        if not decoded:
+            raise ValueError("no images given")
+        chunks = []
+        for start in range(0, len(decoded), self.batch_size):
+            pixel_values = self._preprocess(decoded[start : start + self.batch_size])
+            with self._lock:
+                chunks.append(np.asarray(self._runner(pixel_values), dtype=np.float32))
+        return np.concatenate(chunks)
+
+    def probabilities(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Calibrated probabilities (N, n_labels): softmax(logits / temperature)."""
+        return softmax(self.logits(images), self.safety.temperature)
+
+    def _identification(self, probs: np.ndarray, energy: float, n_images: int) -> Identification:
+        result = decide(probs, self.labels, self._edibility, self.safety, energy=energy)
+        k = min(TOP_K, len(self.labels))
+        top = np.argsort(-probs, kind="stable")[:k]
+        return Identification(
+            top_k=[Prediction(self.labels[i], float(probs[i])) for i in top],
+            verdict=result.verdict,
+            abstained=result.abstained,
+            danger_probability=result.danger_probability,
+            model_version=self.version,
+            n_images=n_images,
+        )
+
+    def identify(self, images: Sequence[ImageInput] | ImageInput) -> Identification:
+        """Several photos of ONE mushroom -> one result (mean of calibrated probabilities)."""
+        if isinstance(images, Image.Image | bytes | str | os.PathLike):
+            images = [images]
+        logits = self.logits(images)
+        probs = softmax(logits, self.safety.temperature).mean(axis=0)
+        energy = float(energy_score(logits, self.safety.temperature).mean())
+        return self._identification(probs, energy, len(logits))
+
+    def identify_each(self, images: Sequence[ImageInput]) -> list[Identification]:
+        """One result per photo (each its own mushroom), inferred in batches."""
+        logits = self.logits(images)
+        probs = softmax(logits, self.safety.temperature)
+        energies = energy_score(logits, self.safety.temperature)
+        return [self._identification(p, float(e), 1) for p, e in zip(probs, energies, strict=True)]
+
+
+_shared: dict[str, Classifier] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_classifier(model_dir: str | Path | None = None) -> Classifier:
+    """One Classifier per model directory per process (loaded on first use)."""
+    key = str(resolve_model_dir(model_dir))
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Classifier.load(model_dir)
+        return _shared[key]

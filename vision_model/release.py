@@ -1,0 +1,55 @@
+"""Where the bundled model lives, and small helpers about model directories.
+
+The release itself (weights, preprocessor_config.json, safety.json, MODEL_CARD.md) is the
+folder `vision_model/release/`, written by the training pipeline. That folder must stay a
+plain data folder (no __init__.py), so `import vision_model.release` finds this module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "release"
+MAX_RELEASE_BYTES = 50 * 1024 * 1024  # the committed release must stay within 50 MB
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class ModelNotFound(FileNotFoundError):
+    """The model directory is missing or incomplete; the message says what to do."""
+
+
+def resolve_model_dir(model_dir: str | Path | None = None) -> Path:
+    """None -> the bundled release. Checks that the directory holds a loadable model."""
+    path = Path(model_dir) if model_dir is not None else BUNDLED_MODEL_DIR
+    if not (path / "config.json").is_file():
+        hint = (
+            "the bundled release has not been built yet (train one with `python -m vision_model train`)"
+            if model_dir is None
+            else "expected config.json from save_pretrained"
+        )
+        raise ModelNotFound(f"No vision model found at {path}: {hint}.")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelNotFound(f"No model weights ({' or '.join(WEIGHT_FILES)}) in {path}.")
+    return path
+
+
+def bundled_model_available() -> bool:
+    try:
+        resolve_model_dir(None)
+    except ModelNotFound:
+        return False
+    return True
+
+
+def read_labels(model_dir: str | Path) -> list[str]:
+    """The class labels in logit order, from config.json's id2label."""
+    config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    id2label = config.get("id2label") or {}
+    return [id2label[k] for k in sorted(id2label, key=int)]
+
+
+def release_size_bytes(model_dir: str | Path = BUNDLED_MODEL_DIR) -> int:
+    """Total size of the files in a model directory (what the 50 MB budget counts)."""
+    return sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())

@@ -1,0 +1,613 @@
+"""Training on 2 CPU cores: a truncated Dinov2 classifier, with cached frozen lower layers.
+
+Why it is built this way (see docs/TRAINING.md for the figures):
+- The offline backbone's top layers were fine-tuned for saliency and are poor features, so the
+  model keeps only the first `num_hidden_layers` blocks (default 10 of 12): better features and
+  faster inference. A truncated Dinov2ForImageClassification is still a normal save_pretrained model.
+- The first `frozen_layers` blocks (default 7) never change, so their output tokens are computed
+  once for the centre view of every photo plus `augmented_views` random views of each training
+  photo, and stored in a float16 memmap under `cache_dir`. Training then runs only the top
+  blocks + final layer norm + head on those tokens: a few times faster than full fine-tuning.
+- Stage 1 fits a linear head on frozen features (minutes); with `mode="linear"` that is the
+  model. Stage 2 (`mode="finetune"`) starts from that head and fine-tunes the top blocks, with
+  class-balanced sampling, label smoothing, early stopping on validation, per-epoch metrics
+  (JSON + CSV) and a resumable checkpoint.
+- Afterwards calibrate.py fits the temperature and tunes the safety thresholds on validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vision_model.data import (
+    ImageFolder,
+    Preprocess,
+    Sample,
+    Splits,
+    load_rgb,
+    scan_image_folder,
+    split_samples,
+)
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SHARED = PROJECT_ROOT.parent / "shared" / "data"
+MAIN_CLASS_MIN_PHOTOS = 50  # classes with at least this many photos are the "main" classes
+
+
+@dataclass
+class DataArguments:
+    data_dir: str = field(
+        default=str(DEFAULT_SHARED / "images"), metadata={"help": "image folder <root>/<label>/*.jpg"}
+    )
+    min_photos: int = field(default=2, metadata={"help": "drop classes with fewer photos"})
+    val_fraction: float = field(default=0.15, metadata={"help": "per-class validation share (classes >= 8)"})
+    test_fraction: float = field(default=0.15, metadata={"help": "per-class test share (classes >= 8)"})
+    verify_images: bool = field(default=True, metadata={"help": "decode every file once to report bad ones"})
+
+
+@dataclass
+class TrainArguments(DataArguments):
+    backbone: str = field(
+        default=str(DEFAULT_SHARED / "weights" / "dinov2-small-imgfocus"),
+        metadata={"help": "Dinov2 checkpoint: local directory or hub id"},
+    )
+    output_dir: str = field(
+        default=str(PROJECT_ROOT / "var" / "runs" / "vision"),
+        metadata={"help": "run directory (checkpoints, metrics, the model in <output_dir>/model)"},
+    )
+    release_dir: str | None = field(
+        default=None, metadata={"help": "also copy the final model directory here (e.g. vision_model/release)"}
+    )
+    mode: str = field(default="finetune", metadata={"help": "'linear' (frozen features) or 'finetune'"})
+    num_hidden_layers: int = field(default=10, metadata={"help": "keep this many backbone blocks"})
+    frozen_layers: int = field(default=7, metadata={"help": "blocks kept frozen (their outputs are cached)"})
+    augmented_views: int = field(default=4, metadata={"help": "cached random views per training photo"})
+    epochs: int = field(default=14, metadata={"help": "fine-tuning epochs (one random view per photo each)"})
+    batch_size: int = 32
+    learning_rate: float = field(default=4e-5, metadata={"help": "top blocks"})
+    head_learning_rate: float = field(
+        default=2e-4, metadata={"help": "head and final layer norm (warm-started: keep it small)"}
+    )
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    balance_power: float = field(
+        default=0.5, metadata={"help": "sampling weight of a photo = n_class^-power (0 none, 1 balanced)"}
+    )
+    patience: int = field(default=4, metadata={"help": "early stopping: epochs without val improvement"})
+    max_minutes: float = field(default=45.0, metadata={"help": "stop fine-tuning after this long"})
+    seed: int = 0
+    cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-features"))
+    resume: bool = field(default=True, metadata={"help": "resume from <output_dir>/checkpoint.pt"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch default)"})
+    save_fp16: bool = field(default=True, metadata={"help": "store weights as float16 (half the size)"})
+    calibrate: bool = field(default=True, metadata={"help": "fit temperature + tune thresholds afterwards"})
+    version: str | None = field(default=None, metadata={"help": "model version string (default: derived)"})
+
+
+# --- dataclass <-> argparse (the CLI in __main__.py uses these too) ------------------------------
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.ArgumentParser:
+    """One --option per dataclass field; booleans take --x / --no-x."""
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f.metadata.get("help", "")
+        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        kind = f.type if isinstance(f.type, type) else str(f.type)
+        if kind in (bool, "bool"):
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            continue
+        convert = {"int": int, "float": float}.get(str(kind).split(" ")[0], None) or (
+            kind if kind in (int, float) else str
+        )
+        parser.add_argument(f"--{f.name}", type=convert, default=default, help=help_text)
+    return parser
+
+
+def dataclass_from_namespace(cls, namespace: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(namespace).items() if k in names})
+
+
+# --- model construction -------------------------------------------------------------------------
+
+
+def build_model(backbone: str, labels: list[str], num_hidden_layers: int):
+    """A truncated Dinov2ForImageClassification initialised from the backbone checkpoint."""
+    from transformers import AutoModelForImageClassification
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the dropped top blocks are reported as "unused weights"
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            backbone,
+            num_hidden_layers=num_hidden_layers,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+            # The checkpoint's backbone fields name stage 12; a truncated config must not,
+            # or the saved config.json fails validation when it is loaded again.
+            out_features=[f"stage{num_hidden_layers}"],
+            out_indices=[num_hidden_layers],
+            dtype=torch.float32,
+        )
+    finally:
+        hf_logging.set_verbosity(previous)
+    # Architectures field: a classifier, so AutoModelForImageClassification reloads it as one.
+    model.config.architectures = [type(model).__name__]
+    return model
+
+
+def load_preprocess(backbone: str):
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(backbone)
+    return processor, Preprocess.from_processor(processor)
+
+
+def lower_forward(model, pixel_values: torch.Tensor, frozen_layers: int) -> torch.Tensor:
+    """Embeddings + the first `frozen_layers` blocks: the tokens the cache stores."""
+    hidden = model.dinov2.embeddings(pixel_values)
+    for block in model.dinov2.encoder.layer[:frozen_layers]:
+        hidden = block(hidden)
+    return hidden
+
+
+def upper_forward(model, hidden: torch.Tensor, frozen_layers: int) -> torch.Tensor:
+    """Top blocks + layer norm + the classifier's pooled input (CLS ++ mean patch token)."""
+    for block in model.dinov2.encoder.layer[frozen_layers:]:
+        hidden = block(hidden)
+    hidden = model.dinov2.layernorm(hidden)
+    return torch.cat([hidden[:, 0], hidden[:, 1:].mean(dim=1)], dim=1)
+
+
+# --- the activation cache -----------------------------------------------------------------------
+
+
+@dataclass
+class FeatureCache:
+    """float16 tokens [n_views, seq, hidden] + which photo (index into `samples`) and view each row is."""
+
+    tokens: np.ndarray
+    sample_index: np.ndarray
+    view_index: np.ndarray  # 0 = centre view, >= 1 augmented
+    samples: list[Sample]
+
+    def rows(self, sample_ids, centre_only: bool = False) -> np.ndarray:
+        wanted = np.isin(self.sample_index, np.asarray(list(sample_ids)))
+        if centre_only:
+            wanted &= self.view_index == 0
+        return np.flatnonzero(wanted)
+
+
+def _cache_key(args: TrainArguments, samples: list[Sample], train_set: set[Path]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([str(Path(args.backbone).resolve()), args.frozen_layers, args.augmented_views,
+                         args.seed]).encode())
+    for s in samples:
+        h.update(f"{s.path}|{s.label}|{s.path in train_set}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def build_feature_cache(args: TrainArguments, model, preprocess: Preprocess, splits: Splits) -> FeatureCache:
+    """Compute (or reuse) the frozen-block tokens; resumable if interrupted part-way."""
+    samples = splits.train + splits.val + splits.test
+    train_set = {s.path for s in splits.train}
+    plan: list[tuple[int, int]] = []  # (sample index, view index)
+    for i, s in enumerate(samples):
+        plan.append((i, 0))
+        if s.path in train_set:
+            plan.extend((i, v) for v in range(1, args.augmented_views + 1))
+    key = _cache_key(args, samples, train_set)
+    cache_dir = Path(args.cache_dir) / key
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        probe = lower_forward(model, torch.zeros(1, 3, preprocess.crop, preprocess.crop), args.frozen_layers)
+    shape = (len(plan), probe.shape[1], probe.shape[2])
+    tokens_path, done_path = cache_dir / "tokens.f16", cache_dir / "done.json"
+    mode = "r+" if tokens_path.exists() else "w+"
+    tokens = np.memmap(tokens_path, dtype=np.float16, mode=mode, shape=shape)
+    done = json.loads(done_path.read_text())["rows"] if done_path.exists() else 0
+    if done < len(plan):
+        log.info("building feature cache %s: %d views (%d done)", cache_dir, len(plan), done)
+        model.eval()
+        batch: list[np.ndarray] = []
+        start = done
+        bar = tqdm(total=len(plan), initial=done, desc="caching frozen features", unit="view")
+        for row in range(done, len(plan)):
+            i, view = plan[row]
+            img = load_rgb(samples[i].path)
+            if view == 0:
+                batch.append(preprocess.centre(img))
+            else:
+                rng = random.Random(f"{args.seed}:{samples[i].path.name}:{view}")
+                batch.append(preprocess.augmented(img, rng))
+            if len(batch) == 16 or row == len(plan) - 1:
+                with torch.no_grad():
+                    out = lower_forward(model, torch.from_numpy(np.stack(batch)), args.frozen_layers)
+                tokens[start : start + len(batch)] = out.numpy().astype(np.float16)
+                start += len(batch)
+                bar.update(len(batch))
+                batch = []
+                if start % 256 == 0 or start == len(plan):
+                    tokens.flush()
+                    done_path.write_text(json.dumps({"rows": start}))
+        bar.close()
+    tokens = np.memmap(tokens_path, dtype=np.float16, mode="r", shape=shape)
+    plan_arr = np.asarray(plan, dtype=np.int64)
+    return FeatureCache(tokens, plan_arr[:, 0], plan_arr[:, 1], samples)
+
+
+def pooled_features(model, cache: FeatureCache, rows: np.ndarray, frozen_layers: int, batch: int = 64):
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(rows), batch), desc="frozen top blocks", unit="batch", leave=False):
+            chunk = torch.from_numpy(cache.tokens[rows[start : start + batch]].astype(np.float32))
+            out.append(upper_forward(model, chunk, frozen_layers))
+    return torch.cat(out) if out else torch.zeros(0, model.classifier.in_features)
+
+
+# --- stage 1: linear head on frozen features ----------------------------------------------------
+
+
+def class_weights(targets: np.ndarray, num_classes: int, power: float) -> torch.Tensor:
+    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
+    w = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
+    w = w / (w[targets].mean() if len(targets) else 1.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def fit_linear_head(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    num_classes: int,
+    *,
+    balance_power: float,
+    label_smoothing: float,
+    weight_decay: float = 1e-3,
+    steps: int = 300,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression on standardised features, folded back to raw-feature weights.
+
+    The head starts from class prototypes (mean normalised embedding), which matters for classes
+    with one to three training photos.
+    """
+    torch.manual_seed(seed)
+    # A floor on the scale: a near-constant feature would otherwise get a huge folded weight,
+    # and the slightest drift of that feature during fine-tuning would blow the logits up.
+    mean, std = features.mean(0), features.std(0)
+    std = std.clamp_min(0.25 * float(std.median()) + 1e-6)
+    z = (features - mean) / std
+    protos = torch.zeros(num_classes, z.shape[1])
+    protos.index_add_(0, targets, F.normalize(z, dim=1))
+    protos = F.normalize(protos, dim=1)
+    weight = (protos * 5.0).clone().requires_grad_(True)
+    bias = torch.zeros(num_classes, requires_grad=True)
+    sample_w = class_weights(targets.numpy(), num_classes, balance_power)[targets]
+    opt = torch.optim.Adam([weight, bias], lr=0.01)
+    for _ in tqdm(range(steps), desc="linear head", leave=False):
+        opt.zero_grad()
+        logits = z @ weight.T + bias
+        loss = (F.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing)
+                * sample_w).mean() + weight_decay * weight.pow(2).sum() / 2
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        w_raw = weight / std
+        b_raw = bias - (weight * (mean / std)).sum(1)
+    return w_raw.detach(), b_raw.detach()
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def split_accuracy(logits: torch.Tensor, targets: np.ndarray, main_mask: np.ndarray) -> dict[str, float]:
+    pred = logits.argmax(1).numpy()
+    correct = pred == targets
+    top3 = (logits.topk(min(3, logits.shape[1]), dim=1).indices.numpy() == targets[:, None]).any(1)
+    nll = float(F.cross_entropy(logits, torch.as_tensor(targets)).item()) if len(targets) else float("nan")
+
+    def mean(x):
+        return float(x.mean()) if len(x) else float("nan")
+
+    return {
+        "top1": mean(correct),
+        "top1_main": mean(correct[main_mask]),
+        "top3_main": mean(top3[main_mask]),
+        "top1_fewshot": mean(correct[~main_mask]),
+        "nll": nll,
+    }
+
+
+def selection_score(m: dict[str, float]) -> float:
+    """Model selection: the main-class top-1 is the product's number; few-shot breaks near-ties."""
+    def value(x: float) -> float:
+        return 0.0 if math.isnan(x) else x
+
+    return 0.8 * value(m["top1_main"]) + 0.2 * value(m["top1_fewshot"])
+
+
+# --- stage 2: fine-tune the top blocks ----------------------------------------------------------
+
+
+def trainable_parameters(model, frozen_layers: int):
+    blocks = [p for b in model.dinov2.encoder.layer[frozen_layers:] for p in b.parameters()]
+    head = list(model.dinov2.layernorm.parameters()) + list(model.classifier.parameters())
+    return blocks, head
+
+
+def trainable_state(model, frozen_layers: int) -> dict[str, torch.Tensor]:
+    prefixes = [f"dinov2.encoder.layer.{i}." for i in range(frozen_layers, model.config.num_hidden_layers)]
+    prefixes += ["dinov2.layernorm.", "classifier."]
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if any(k.startswith(p) for p in prefixes)}
+
+
+def finetune(args: TrainArguments, model, cache: FeatureCache, ids: dict[str, np.ndarray], targets: np.ndarray,
+             main_mask_by_sample: np.ndarray, out_dir: Path) -> list[dict]:
+    rng = np.random.default_rng(args.seed)
+    torch.manual_seed(args.seed)
+    num_classes = model.config.num_labels
+    train_ids = ids["train"]
+    # All cached views of each training photo; each epoch draws one per photo.
+    views_of: dict[int, np.ndarray] = {int(i): cache.rows([i]) for i in train_ids}
+    per_photo_w = class_weights(targets[train_ids], num_classes, args.balance_power)[targets[train_ids]].numpy()
+    per_photo_w = per_photo_w / per_photo_w.sum()
+    val_rows = cache.rows(ids["val"], centre_only=True)
+    val_samples = cache.sample_index[val_rows]
+
+    blocks, head = trainable_parameters(model, args.frozen_layers)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in blocks + head:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(
+        [{"params": blocks, "lr": args.learning_rate}, {"params": head, "lr": args.head_learning_rate}],
+        weight_decay=args.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
+    total_steps = steps_per_epoch * args.epochs
+    warmup = max(1, steps_per_epoch)  # one epoch: the first Adam steps are sign-like and large
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    history: list[dict] = []
+    # The stage-1 linear model is the baseline: fine-tuning only replaces it when val improves.
+    with torch.no_grad():
+        val_logits = model.classifier(pooled_features(model, cache, val_rows, args.frozen_layers))
+    best_score = selection_score(split_accuracy(val_logits, targets[val_samples], main_mask_by_sample[val_samples]))
+    best_state, bad_epochs, start_epoch = trainable_state(model, args.frozen_layers), 0, 0
+    ckpt_path = out_dir / "checkpoint.pt"
+    if args.resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ckpt["state"], strict=False)
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        history, best_score, best_state = ckpt["history"], ckpt["best_score"], ckpt["best_state"]
+        bad_epochs, start_epoch = ckpt["bad_epochs"], ckpt["epoch"] + 1
+        rng = ckpt["rng"]
+        log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
+
+    started = time.monotonic()
+    for epoch in range(start_epoch, args.epochs):
+        model.train()
+        # Weighted draw with replacement: few-shot classes appear more often than their share.
+        order = rng.choice(train_ids, size=len(train_ids), replace=True, p=per_photo_w)
+        rows = np.array([rng.choice(views_of[int(i)]) for i in order])
+        epoch_loss, seen, t0 = 0.0, 0, time.monotonic()
+        bar = tqdm(range(0, len(rows), args.batch_size), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
+        for start in bar:
+            batch_rows = rows[start : start + args.batch_size]
+            x = torch.from_numpy(cache.tokens[np.sort(batch_rows)].astype(np.float32))
+            y = torch.as_tensor(targets[cache.sample_index[np.sort(batch_rows)]])
+            logits = model.classifier(upper_forward(model, x, args.frozen_layers))
+            loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(blocks + head, 1.0)
+            opt.step()
+            sched.step()
+            epoch_loss += loss.item() * len(batch_rows)
+            seen += len(batch_rows)
+            bar.set_postfix(loss=f"{epoch_loss / seen:.3f}", img_s=f"{seen / (time.monotonic() - t0):.1f}")
+        val_logits = model.classifier(pooled_features(model, cache, val_rows, args.frozen_layers))
+        metrics = split_accuracy(val_logits, targets[val_samples], main_mask_by_sample[val_samples])
+        record = {"epoch": epoch + 1, "train_loss": epoch_loss / max(1, seen),
+                  "train_img_per_s": seen / (time.monotonic() - t0), "elapsed_min": (time.monotonic() - started) / 60,
+                  **{f"val_{k}": v for k, v in metrics.items()}}
+        score = selection_score(metrics)
+        if score > best_score:
+            best_score, best_state, bad_epochs = score, trainable_state(model, args.frozen_layers), 0
+        else:
+            bad_epochs += 1
+        record["best"] = bad_epochs == 0
+        history.append(record)
+        log.info("epoch %d: %s", epoch + 1, json.dumps(record))
+        write_history(history, out_dir)
+        torch.save({"state": trainable_state(model, args.frozen_layers), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "history": history, "best_score": best_score,
+                    "best_state": best_state, "bad_epochs": bad_epochs, "epoch": epoch, "rng": rng}, ckpt_path)
+        if bad_epochs >= args.patience:
+            log.info("early stopping: no val improvement for %d epochs", bad_epochs)
+            break
+        if (time.monotonic() - started) / 60 > args.max_minutes:
+            log.info("stopping: max_minutes=%s reached", args.max_minutes)
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    return history
+
+
+def write_history(history: list[dict], out_dir: Path) -> None:
+    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+    if history:
+        with (out_dir / "history.csv").open("w", newline="") as fh:
+            names = list(dict.fromkeys(k for row in history for k in row))
+            writer = csv.DictWriter(fh, fieldnames=names)
+            writer.writeheader()
+            writer.writerows(history)
+
+
+# --- saving -------------------------------------------------------------------------------------
+
+
+def fix_backbone_fields(config_path: Path) -> None:
+    """Make a saved config.json's out_features/out_indices agree with num_hidden_layers."""
+    config = json.loads(config_path.read_text())
+    n = config["num_hidden_layers"]
+    config["out_features"], config["out_indices"] = [f"stage{n}"], [n]
+    config["stage_names"] = ["stem"] + [f"stage{i}" for i in range(1, n + 1)]
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def save_model_dir(model, processor, path: Path, *, fp16: bool) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    to_save = model
+    if fp16:
+        import copy
+
+        to_save = copy.deepcopy(model).half()
+    to_save.save_pretrained(path)
+    fix_backbone_fields(path / "config.json")
+    processor.save_pretrained(path)
+    return path
+
+
+def copy_model_dir(src: Path, dst: Path) -> None:
+    """Copy a model directory's files into dst (files only; dst's other files stay)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy2(f, dst / f.name)
+
+
+def write_splits(folder: ImageFolder, splits: Splits, out_dir: Path) -> None:
+    data = {name: [[str(s.path.relative_to(folder.root)), s.label] for s in items]
+            for name, items in splits.as_dict().items()}
+    data["dropped_classes"] = folder.dropped_classes
+    data["skipped"] = [[str(s.path), s.reason] for s in folder.skipped]
+    (out_dir / "splits.json").write_text(json.dumps(data, indent=1))
+
+
+def main_classes(folder: ImageFolder) -> list[str]:
+    counts = folder.counts()
+    return sorted(label for label in folder.labels if counts[label] >= MAIN_CLASS_MIN_PHOTOS)
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def main(args: TrainArguments) -> Path:
+    """Train; returns the model directory (<output_dir>/model, also copied to release_dir)."""
+    if args.mode not in ("linear", "finetune"):
+        raise ValueError(f"mode must be 'linear' or 'finetune', got {args.mode!r}")
+    if not 0 <= args.frozen_layers < args.num_hidden_layers:
+        raise ValueError("need 0 <= frozen_layers < num_hidden_layers")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t_start = time.monotonic()
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    folder = scan_image_folder(args.data_dir, min_photos=args.min_photos, verify=args.verify_images)
+    log.info("%s", folder.report())
+    splits = split_samples(folder.samples, seed=args.seed, val_fraction=args.val_fraction,
+                           test_fraction=args.test_fraction)
+    write_splits(folder, splits, out_dir)
+    labels = folder.labels
+    label_index = {label: i for i, label in enumerate(labels)}
+    mains = set(main_classes(folder))
+    log.info("splits: train %d, val %d, test %d; %d classes (%d main)", len(splits.train), len(splits.val),
+             len(splits.test), len(labels), len(mains))
+
+    model = build_model(args.backbone, labels, args.num_hidden_layers)
+    processor, preprocess = load_preprocess(args.backbone)
+    cache = build_feature_cache(args, model, preprocess, splits)
+    targets = np.array([label_index[s.label] for s in cache.samples])
+    is_main = np.array([s.label in mains for s in cache.samples])
+    n_train, n_val = len(splits.train), len(splits.val)
+    ids = {"train": np.arange(n_train), "val": np.arange(n_train, n_train + n_val),
+           "test": np.arange(n_train + n_val, len(cache.samples))}
+
+    # Stage 1: linear head on frozen features of every cached training view.
+    train_rows = cache.rows(ids["train"])
+    val_rows = cache.rows(ids["val"], centre_only=True)
+    feats = pooled_features(model, cache, np.concatenate([train_rows, val_rows]), args.frozen_layers)
+    train_feats, val_feats = feats[: len(train_rows)], feats[len(train_rows):]
+    w, b = fit_linear_head(train_feats, torch.as_tensor(targets[cache.sample_index[train_rows]]), len(labels),
+                           balance_power=args.balance_power, label_smoothing=args.label_smoothing, seed=args.seed)
+    with torch.no_grad():
+        model.classifier.weight.copy_(w)
+        model.classifier.bias.copy_(b)
+    val_ids = cache.sample_index[val_rows]
+    linear_metrics = split_accuracy(model.classifier(val_feats).detach(), targets[val_ids], is_main[val_ids])
+    log.info("linear head (frozen features), val: %s", json.dumps(linear_metrics))
+    history = [{"epoch": 0, "stage": "linear", **{f"val_{k}": v for k, v in linear_metrics.items()}}]
+
+    if args.mode == "finetune":
+        # The linear model is saved too: a quick fallback release while fine-tuning runs.
+        save_model_dir(model, processor, out_dir / "linear_model", fp16=args.save_fp16)
+        history += finetune(args, model, cache, ids, targets, is_main, out_dir)
+    write_history(history, out_dir)
+
+    model_dir = save_model_dir(model, processor, out_dir / "model", fp16=args.save_fp16)
+    version = args.version or f"dinov2s-L{args.num_hidden_layers}-{args.mode}-{time.strftime('%Y%m%d-%H%M')}"
+    train_info = {
+        "version": version, "mode": args.mode, "backbone": args.backbone,
+        "num_hidden_layers": args.num_hidden_layers, "frozen_layers": args.frozen_layers,
+        "seed": args.seed, "train_minutes": (time.monotonic() - t_start) / 60,
+        "n_train": n_train, "n_val": n_val, "n_test": len(splits.test), "labels": len(labels),
+        "main_classes": sorted(mains), "dropped_classes": folder.dropped_classes,
+        "skipped_files": len(folder.skipped), "args": dataclasses.asdict(args), "history": history,
+    }
+    (out_dir / "train_info.json").write_text(json.dumps(train_info, indent=2))
+    (model_dir / "train_info.json").write_text(json.dumps({k: v for k, v in train_info.items() if k != "history"},
+                                                          indent=2))
+    if args.calibrate:
+        from vision_model import calibrate
+
+        calibrate.main(calibrate.CalibrateArguments(
+            model=str(model_dir), data_dir=args.data_dir, splits=str(out_dir / "splits.json"),
+            version=version, seed=args.seed))
+    if args.release_dir:
+        copy_model_dir(model_dir, Path(args.release_dir))
+        log.info("copied the model to %s", args.release_dir)
+    log.info("done in %.1f min: %s", (time.monotonic() - t_start) / 60, model_dir)
+    return model_dir
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="python -m vision_model train", description=__doc__.split("\n")[0])
+    return add_dataclass_arguments(parser, TrainArguments)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(dataclass_from_namespace(TrainArguments, build_parser().parse_args()))
