@@ -61,6 +61,10 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # e.g. while the re-ingest Job is still building it.
 LOAD_RETRY_SECONDS = 5.0
 MAX_LOAD_RETRY_SECONDS = 60.0
+# Fields of ingest.store.serving_info published on /metrics (stable, bounded values only).
+INDEX_INFO_LABELS = ("version", "collection", "built_at")
+# How often a loaded API checks whether a re-ingest switched the serving index.
+INDEX_WATCH_SECONDS = 30.0
 
 # ImageError.reason -> HTTP status. 413 for "too big" in any sense (bytes or pixels, which is
 # how a decompression bomb is caught), 415 for "not an image", 422 for a damaged one.
@@ -249,9 +253,9 @@ class Components:
         return self._answerer_injected or getattr(self.answerer, "retriever", True) is not None
 
     def start(self) -> None:
-        if self.ready:
-            return
-        self._thread = threading.Thread(target=self._load_until_ready, name="api-loader", daemon=True)
+        if self.classifier is not None and self._answerer_injected:
+            return  # everything injected: nothing to load or to follow
+        self._thread = threading.Thread(target=self._run, name="api-loader", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -265,6 +269,32 @@ class Components:
         while not self.ready and time.monotonic() < deadline:
             time.sleep(0.05)
         return self.ready
+
+    def _run(self) -> None:
+        self._load_until_ready()
+        if self._answerer_injected:
+            return
+        # The Answerer stays on the collection it opened; a re-ingest (or rollback) switches the
+        # serving alias, so look for a new version now and then and move to it.
+        while not self._stop.wait(INDEX_WATCH_SECONDS):
+            self._follow_index()
+
+    def _follow_index(self) -> None:
+        info = read_index_info(self.settings)
+        if not info.get("collection") or info.get("collection") == self.index_info.get("collection"):
+            return
+        from knowledge_base.answer import Answerer
+
+        try:
+            answerer = Answerer.from_settings(self.settings)
+        except Exception as error:  # noqa: BLE001 - keep serving the version we have
+            log.warning("could not open the new index %s: %s", info.get("collection"), error)
+            return
+        if getattr(answerer, "retriever", None) is not None:
+            self.answerer = answerer  # one reference swap: requests in flight keep the old one
+            self.index_info = {}
+            self._after_load()
+            log.info("now serving index %s", self.index_info.get("collection"))
 
     def _load_until_ready(self) -> None:
         delay = LOAD_RETRY_SECONDS
@@ -315,8 +345,8 @@ class Components:
             self.metrics.model_info.info({"version": str(getattr(self.classifier, "version", "unknown"))})
         if self.index_loaded and not self.index_info:
             self.index_info = read_index_info(self.settings)
-            self.metrics.index_info.info({k: str(v) for k, v in self.index_info.items()
-                                          if isinstance(v, str | int | float)} or {"version": "unknown"})
+            labels = {key: str(self.index_info.get(key)) for key in INDEX_INFO_LABELS}
+            self.metrics.index_info.info(labels)
 
 
 def inference_threads() -> int | None:

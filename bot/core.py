@@ -507,9 +507,12 @@ class BotCore:
             from ingest.pipeline import reingest
 
             report = await asyncio.to_thread(reingest, self.settings, progress=progress)
-            self._answerer = None  # reopen the (new) serving collection on the next question
-            text = f"Re-ingest finished: {_describe_report(report)}"
-            outcome = "ok"
+            ok = bool(getattr(report, "ok", True))
+            if ok and self._answerer_factory is not None:
+                self._answerer = None  # reopen the (new) serving collection on the next question
+            summary = report.summary() if hasattr(report, "summary") else _describe_report(report)
+            text = f"Re-ingest finished. {summary}" if ok else summary
+            outcome = "ok" if ok else "error"
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -14,12 +14,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 
 import discord
 from discord import app_commands
 
+from bot import replies as say
 from bot.core import BotCore
 from bot.messages import Event, Reply, parse_command, split_text, to_discord_markdown
 from bot.settings import Settings
@@ -75,6 +77,7 @@ class DiscordFrontDoor:
         self.client.front_door = self  # type: ignore[attr-defined]  # for CoreButton callbacks
         self.tree = app_commands.CommandTree(self.client)
         self._add_commands()
+        self.tree.on_error = self.on_command_error  # type: ignore[method-assign]
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.client.event(self.on_message)
         self.client.event(self.on_ready)
@@ -128,6 +131,14 @@ class DiscordFrontDoor:
             tree.add_command(app_commands.Command(name=name, description=description,
                                                   callback=self._simple_command(name)))
 
+    async def on_command_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        log.error("discord command failed", exc_info=error)
+        with contextlib.suppress(Exception):
+            if interaction.response.is_done():
+                await interaction.followup.send(say.SOMETHING_WENT_WRONG)
+            else:
+                await interaction.response.send_message(say.SOMETHING_WENT_WRONG)
+
     def _simple_command(self, name: str):
         async def callback(interaction: discord.Interaction) -> None:
             await interaction.response.defer(thinking=True)
@@ -170,12 +181,20 @@ class DiscordFrontDoor:
             else:
                 try:
                     photos.append(await a.read())
-                except discord.HTTPException as exc:
+                except Exception as exc:  # CDN error, timeout: say so instead of failing the message
                     log.warning("could not download a discord attachment: %s", exc)
                     problems.append(f"I couldn't download '{a.filename}'. Please send it again.")
         return photos, problems
 
     async def on_message(self, message: discord.Message) -> None:
+        try:
+            await self._on_message(message)
+        except Exception:
+            log.exception("discord message handling failed")
+            with contextlib.suppress(Exception):
+                await message.channel.send(say.SOMETHING_WENT_WRONG)
+
+    async def _on_message(self, message: discord.Message) -> None:
         if message.author.bot:
             return
         me = self.client.user

@@ -29,8 +29,11 @@ from bot.settings import Settings, get_settings
 
 DEFAULT_TIMEOUT_S = 60.0
 # Photos the caller hands over as PIL images are sent losslessly (PNG) up to this size, so the
-# remote result matches the local one exactly; bigger ones go as high-quality JPEG.
-LOSSLESS_MAX_PIXELS = 4_000_000
+# remote result matches the local one exactly; bigger ones go as high-quality JPEG, which keeps
+# a 40-megapixel photo under the API's 10 MB limit (a PNG of it would not be).
+LOSSLESS_MAX_PIXELS = 1_000_000
+JPEG_QUALITIES = (95, 85, 75)
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 # Error codes from the API that are about the photo itself (-> ImageError for the user).
 PHOTO_ERRORS = {
     "not_an_image", "corrupt", "empty", "unreadable", "not_found", "too_many_bytes", "too_many_pixels",
@@ -125,7 +128,12 @@ class RemoteClassifier(_RemoteService):
 
     @property
     def version(self) -> str:
-        return str(self._model_info()["model_version"])
+        """The served model's version; "unavailable" while the service cannot be reached (a
+        status line should not fail because the API is restarting)."""
+        try:
+            return str(self._model_info()["model_version"])
+        except RemoteError:
+            return "unavailable"
 
     def _model_info(self) -> dict[str, Any]:
         if self._info is None:
@@ -181,7 +189,11 @@ def _photo_bytes(image: Any, index: int) -> tuple[str, bytes]:
     if rgb.width * rgb.height <= LOSSLESS_MAX_PIXELS:
         rgb.save(buffer, format="PNG")
         return f"photo{index + 1}.png", buffer.getvalue()
-    rgb.save(buffer, format="JPEG", quality=95)
+    for quality in JPEG_QUALITIES:
+        buffer = io.BytesIO()
+        rgb.save(buffer, format="JPEG", quality=quality)
+        if buffer.tell() <= MAX_UPLOAD_BYTES:
+            break
     return f"photo{index + 1}.jpg", buffer.getvalue()
 
 

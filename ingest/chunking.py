@@ -6,6 +6,8 @@
    - all-caps species headings, `COPRINUS COMATUS, OR SHAGGY-MANED MUSHROOM.` (Palmer), when the
      first word is a known genus;
    - numbered species entries, `No. 2. BOLETUS EDULIS. Pileus ...` (Palmer's Boleti plate);
+   - Markdown headings (`# ...`; HTML <h1>-<h6> arrive as such), species ones when they name a
+     catalog species;
    - structural headings (`CHAPTER V.`, `THE WHITE-SPORED AGARICS.`): all-caps lines of their own at
      column 0; they end a species section, so chapter prose is not tagged with the last species.
 2. Map each printed name to a catalog label with `Catalog.resolve` (label, Latin name, synonym),
@@ -54,6 +56,8 @@ _CAPS_BINOMIAL = re.compile(
     r"^(?P<genus>[A-Z]{3,})\s+(?:\((?P<sub>[A-Z]{3,})\)\s+)?(?P<epithet>[A-Z][A-Z-]{2,})"
     r"(?:\s+ET\s+[A-Z]+)?(?:,\s*OR\s+.*)?\.?$"
 )
+_MARKDOWN_HEADING = re.compile(r"^#{1,6}[ \t]+(?P<title>[^\n]+?)[ \t#]*$", re.M)
+_ANY_BINOMIAL = re.compile(r"\b(?P<genus>[A-Z][a-z]{2,})\s+(?P<epithet>[a-z][a-z-]{2,})\b")
 _NUMBERED = re.compile(
     r"^(?:=DESCRIPTION\.\s*)?No\.\s*\d+\.=?\s+(?P<genus>[A-Z]{3,})\s+(?P<epithet>[A-Z][A-Z-]{2,})\.", re.M
 )
@@ -173,6 +177,19 @@ def find_headings(text: str, catalog=None) -> list[Heading]:
             headings[match.start()] = Heading(
                 match.start(), _clean_heading(match.group(0)), name.printed, resolve_species(name, catalog)
             )
+
+    # Markdown (and HTML, whose <h1>-<h6> the loader turns into "# ...") headings: a species heading
+    # when they name a catalog species, else a structural one.
+    for match in _MARKDOWN_HEADING.finditer(text):
+        title = match.group("title").strip()
+        species_name, label = "", ""
+        for found in _ANY_BINOMIAL.finditer(title.replace("_", "").replace("=", "")):
+            name = SpeciesName(found.group("genus"), found.group("epithet"))
+            label = resolve_species(name, catalog)
+            if label:
+                species_name = name.printed
+                break
+        headings.setdefault(match.start(), Heading(match.start(), _clean_heading(title), species_name, label))
 
     for match in _CAPS_LINE.finditer(text):
         start, end = match.start(), match.end()

@@ -131,6 +131,10 @@ def _read_html(path: Path) -> tuple[str, str | None]:
     title = soup.title.get_text(" ", strip=True) if soup.title else None
     if soup.title:
         soup.title.decompose()
+    # Headings become Markdown headings, so the chunker can split at them.
+    for level in range(1, 7):
+        for tag in soup.find_all(f"h{level}"):
+            tag.replace_with(f"\n\n{'#' * level} {tag.get_text(' ', strip=True)}\n\n")
     # Block elements become paragraph breaks, so headings stay on lines of their own for the chunker.
     text = soup.get_text("\n")
     text = re.sub(r"[ \t]+\n", "\n", text)

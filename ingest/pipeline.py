@@ -65,6 +65,7 @@ class IngestReport:
     species_tagged: int = 0  # chunks with a catalog species label
     catalog_species: int = 0
     chars: int = 0
+    reused_embeddings: int = 0  # vectors taken over from the serving version (unchanged chunks)
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}
     warnings: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # old versions deleted
@@ -317,14 +318,20 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
             metadata={**base_meta, "state": "building"},
             configuration={"hnsw": {"space": "cosine"}},
         )
+        # Unchanged chunks (same id = same source, span and text) keep the serving version's vectors;
+        # force=True re-embeds everything.
+        reused = {} if force or not serving else _reusable_embeddings(client, serving, chunks)
+        report.reused_embeddings = len(reused)
         for begin in range(0, len(chunks), EMBED_BATCH):
             batch = chunks[begin : begin + EMBED_BATCH]
-            texts = [c.page_content for c in batch]
+            ids = [c.metadata["chunk_id"] for c in batch]
+            todo = [c.page_content for c in batch if c.metadata["chunk_id"] not in reused]
+            fresh = iter(embeddings.embed_documents(todo) if todo else [])
             collection.add(
-                ids=[c.metadata["chunk_id"] for c in batch],
-                documents=texts,
+                ids=ids,
+                documents=[c.page_content for c in batch],
                 metadatas=[dict(c.metadata) for c in batch],
-                embeddings=embeddings.embed_documents(texts),
+                embeddings=[reused[i] if i in reused else next(fresh) for i in ids],
             )
             progress(begin + len(batch), len(chunks), "embed")
         lap("embed")
@@ -354,6 +361,24 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
             except Exception as exc:
                 report.warnings.append(f"could not delete old version {old}: {exc}")
     lap("switch")
+
+
+def _reusable_embeddings(client, serving: str, chunks) -> dict[str, list[float]]:
+    """chunk_id -> vector from the serving version, when it was embedded with the same model."""
+    try:
+        collection = store.get_collection(client, serving)
+        if (collection.metadata or {}).get("embedding_model") != MODEL_NAME:
+            return {}
+        ids = [c.metadata["chunk_id"] for c in chunks]
+        found: dict[str, list[float]] = {}
+        for begin in range(0, len(ids), store.PAGE_SIZE):
+            page = collection.get(ids=ids[begin : begin + store.PAGE_SIZE], include=["embeddings"])
+            for cid, vector in zip(page["ids"], page["embeddings"], strict=True):
+                found[cid] = [float(x) for x in vector]
+        return found
+    except Exception as exc:  # an optimisation only: embed everything instead
+        log.warning("ingest: cannot reuse embeddings from %s: %s", serving, exc)
+        return {}
 
 
 def _discard_unless_serving(client, name: str) -> None:

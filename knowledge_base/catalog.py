@@ -112,9 +112,19 @@ class Catalog:
     _names: dict[str, str] = field(default_factory=dict, repr=False)  # normalised name -> label
 
     def __post_init__(self) -> None:
-        for label, p in self.profiles.items():
-            for name in [label, p.scientific_name, *p.synonyms, *p.common_names]:
-                self._names.setdefault(normalise_name(name), label)
+        # Names are claimed in order of authority, so that an old synonym in one file can never
+        # take over another file's own label or accepted name: labels, then accepted names,
+        # then synonyms, then common names.
+        passes = [
+            lambda label, p: [label],
+            lambda label, p: [p.scientific_name],
+            lambda label, p: p.synonyms,
+            lambda label, p: p.common_names,
+        ]
+        for names_of in passes:
+            for label, p in self.profiles.items():
+                for name in names_of(label, p):
+                    self._names.setdefault(normalise_name(name), label)
 
     # --- lookups -----------------------------------------------------------------
     @property

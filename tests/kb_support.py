@@ -8,6 +8,7 @@ project's MiniLM model (no fake store).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -147,3 +148,17 @@ def shared_store(tmp_path_factory):
         directory = tmp_path_factory.mktemp("kb_chroma")
         _CACHE["store"] = build_store(directory, GUIDE_DOCS + catalog_docs(make_catalog()))
     return _CACHE["store"]
+
+
+@contextmanager
+def one_torch_thread():
+    """Embed with one torch thread: on a shared 2-core machine two threads contend and a query takes
+    seconds instead of ~60 ms. Restored afterwards so other test modules keep their setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -6,6 +6,7 @@ import io
 import os
 
 import httpx
+import numpy as np
 import pytest
 from api_support import api_settings, photo_bytes
 from fastapi.testclient import TestClient
@@ -126,3 +127,23 @@ def test_from_settings_needs_inference_url(tmp_path):
     remote = RemoteAnswerer.from_settings(api_settings(tmp_path, INFERENCE_URL="http://api:8080/", API_KEY="k"))
     assert remote._base_url == "http://api:8080"
     remote.close()
+
+
+def test_remote_sends_a_large_pil_image_as_jpeg_within_limits(remote, classifier):
+    from bot.remote import MAX_UPLOAD_BYTES, _photo_bytes
+
+    rng = np.random.default_rng(30)
+    image = Image.fromarray(rng.integers(0, 256, size=(1100, 1300, 3), dtype=np.uint8))
+    name, data = _photo_bytes(image, 0)
+    assert name.endswith(".jpg") and len(data) <= MAX_UPLOAD_BYTES
+    result = remote.identify([image])
+    assert result.model_version == classifier.version
+    assert result.top_k[0].label in classifier.labels
+
+
+def test_remote_version_while_unreachable_is_a_placeholder():
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    remote = RemoteClassifier("http://api:8080", client=httpx.Client(transport=httpx.MockTransport(refuse)))
+    assert remote.version == "unavailable"

@@ -38,14 +38,14 @@ class FakeDiscord:
                 "pinned": False, "mention_everyone": False, "tts": False, "timestamp": "2026-11-28T04:00:00+00:00",
                 "edited_timestamp": None, "flags": 0, "components": payload.get("components", [])}
 
-    async def rest(self, http, route, *, files=None, form=None, **kwargs):
+    async def rest(self, route, *, files=None, form=None, **kwargs):
         payload = kwargs.get("json") or {}
-        self.calls.append((route.method, route.path.format_map(route.__dict__) if False else route.url, payload))
+        self.calls.append((route.method, route.url, payload))
         if route.url.endswith("/messages"):
             return self.message(payload)
         return None  # typing and the like
 
-    async def webhook(self, adapter, route, session, *, payload=None, multipart=None, **kwargs):
+    async def webhook(self, route, session, *, payload=None, multipart=None, **kwargs):
         if multipart and not payload:
             import json
 
@@ -55,7 +55,7 @@ class FakeDiscord:
             return {"interaction": {"id": "1", "type": 2, "response_message_loading": True}}
         return self.message(payload)
 
-    async def get_from_cdn(self, http, url):
+    async def get_from_cdn(self, url):
         return self.cdn[url]
 
     def sent_texts(self) -> list[str]:
@@ -114,7 +114,8 @@ def guild_message(content: str, attachments=(), mention_bot=True) -> dict:
 def interaction(kind: int, data: dict, message: dict | None = None) -> dict:
     payload = {"id": str(900 + kind), "application_id": "123", "type": kind, "token": "tok", "version": 1,
                "channel_id": CHANNEL, "channel": {"id": CHANNEL, "type": 1}, "user": USER, "data": data,
-               "locale": "en-US", "app_permissions": "0", "entitlements": [], "authorizing_integration_owners": {}}
+               "locale": "en-US", "app_permissions": "0", "entitlements": [], "authorizing_integration_owners": {},
+               "attachment_size_limit": 10_485_760}
     if message is not None:
         payload["message"] = message
     return payload
@@ -129,7 +130,7 @@ async def test_mention_with_an_attachment_is_identified(discord_bot):
     assert len(reply) <= 2000
     method, url, payload = next(c for c in fake.calls if c[2].get("content") == reply)
     assert url.endswith(f"/channels/{CHANNEL}/messages")
-    assert payload["message_reference"]["message_id"] == "42"  # a reply to the user's message
+    assert str(payload["message_reference"]["message_id"]) == "42"  # a reply to the user's message
     labels = [c["label"] for row in payload["components"] for c in row["components"]]
     assert labels == ["Is it poisonous?", "Lookalikes", "Sources"]
 

@@ -3,12 +3,17 @@
 import re
 
 import pytest
-from kb_support import make_catalog, shared_store
+from kb_support import make_catalog, one_torch_thread, shared_store
 
 from knowledge_base.answer import Answer, Answerer, Citation, gives_permission_to_eat
 from knowledge_base.catalog import DANGEROUS
 from knowledge_base.retrieval import HybridRetriever
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
 
 @pytest.fixture(scope="module")
 def catalog():

@@ -1,10 +1,15 @@
 """Hybrid retrieval (Chroma vectors + BM25, RRF) on a tiny real Chroma collection."""
 
 import pytest
-from kb_support import GUIDE_DOCS, shared_store
+from kb_support import GUIDE_DOCS, one_torch_thread, shared_store
 
 from knowledge_base.retrieval import HybridRetriever, tokenize
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
 
 @pytest.fixture(scope="module")
 def retriever(tmp_path_factory):

@@ -268,3 +268,13 @@ def test_auto_backend_falls_back_to_torch_when_export_fails(model_dir, tmp_path,
 def test_missing_model_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ModelNotFound, match="No vision model"):
         Classifier.load(tmp_path / "nowhere", edibility=edibility)
+
+
+def test_unwritable_cache_falls_back_to_a_temporary_folder(model_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    path = ensure_onnx(model_dir, (56, 56), blocker / "onnx")
+    assert path.is_file() and path.is_relative_to(tmp_path / "tmp")

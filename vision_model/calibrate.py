@@ -50,15 +50,22 @@ SAFE_TO_CALL_EDIBLE = frozenset({"edible"})
 
 @dataclass
 class CalibrateArguments:
-    model: str = field(default=str(PROJECT_ROOT / "vision_model" / "release"), metadata={"help": "model directory"})
-    data_dir: str = field(default=str(DEFAULT_DATA), metadata={"help": "image folder the model was trained on"})
+    model: str = field(
+        default=str(PROJECT_ROOT / "vision_model" / "release"), metadata={"help": "model directory"}
+    )
+    data_dir: str = field(
+        default=str(DEFAULT_DATA), metadata={"help": "image folder the model was trained on"}
+    )
     splits: str | None = field(
-        default=None, metadata={"help": "splits.json from the training run (default: recomputed from the seed)"}
+        default=None,
+        metadata={"help": "splits.json from the training run (default: recomputed from the seed)"},
     )
     seed: int = field(default=0, metadata={"help": "split seed (when splits.json is not given)"})
     min_photos: int = 2
     synthetic_images: int = field(default=64, metadata={"help": "synthetic non-mushroom images for open set"})
-    version: str | None = field(default=None, metadata={"help": "version string for safety.json (default: kept)"})
+    version: str | None = field(
+        default=None, metadata={"help": "version string for safety.json (default: kept)"}
+    )
     backend: str = field(default="torch", metadata={"help": "inference backend for the logits"})
     cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-logits"))
 
@@ -121,7 +128,9 @@ def synthetic_images(n: int, seed: int = 0, size: int = 256) -> list[Image.Image
         elif kind == 3:  # stripes / checks
             period = int(rng.integers(4, 40))
             x = (np.arange(size) // period) % 2
-            grid = (x[:, None] ^ x[None, :]) if rng.random() < 0.5 else np.broadcast_to(x[None, :], (size, size))
+            grid = (
+                (x[:, None] ^ x[None, :]) if rng.random() < 0.5 else np.broadcast_to(x[None, :], (size, size))
+            )
             a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
             arr = np.where(grid[..., None] == 1, a, b).astype(np.uint8)
         elif kind == 4:  # sky-like: blue-ish gradient with soft blotches
@@ -135,7 +144,11 @@ def synthetic_images(n: int, seed: int = 0, size: int = 256) -> list[Image.Image
             arr = np.clip(base + (noise - 128) * 0.4, 0, 255).astype(np.uint8)
         else:  # bark-like: vertically stretched brown noise
             noise = rng.integers(0, 256, (size, size // 8), dtype=np.uint8)
-            img = Image.fromarray(noise).resize((size, size), Image.BILINEAR).filter(ImageFilter.GaussianBlur(1))
+            img = (
+                Image.fromarray(noise)
+                .resize((size, size), Image.BILINEAR)
+                .filter(ImageFilter.GaussianBlur(1))
+            )
             shade = np.asarray(img, dtype=np.float64)[..., None] / 255.0
             arr = (np.array([110, 80, 50]) * (0.5 + shade)).clip(0, 255).astype(np.uint8)
         images.append(Image.fromarray(np.ascontiguousarray(arr), mode="RGB"))
@@ -156,8 +169,9 @@ def _fingerprint(model_dir: Path, items: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def model_logits(model_dir: Path, images: Sequence, keys: Sequence[str], cache_dir: Path | None,
-                 backend: str = "torch") -> np.ndarray:
+def model_logits(
+    model_dir: Path, images: Sequence, keys: Sequence[str], cache_dir: Path | None, backend: str = "torch"
+) -> np.ndarray:
     """Logits exactly as the production Classifier computes them (cached by weights + keys)."""
     cache_path = None
     if cache_dir is not None:
@@ -180,8 +194,9 @@ def model_logits(model_dir: Path, images: Sequence, keys: Sequence[str], cache_d
     return logits
 
 
-def load_split(args_data_dir: str, splits_path: str | None, seed: int, min_photos: int,
-               split: str) -> list[tuple[Path, str]]:
+def load_split(
+    args_data_dir: str, splits_path: str | None, seed: int, min_photos: int, split: str
+) -> list[tuple[Path, str]]:
     """(path, label) of one split: from a training run's splits.json, else recomputed from the seed."""
     root = Path(args_data_dir)
     if splits_path and Path(splits_path).exists():
@@ -206,8 +221,14 @@ class TuningSet:
     kind: list[str]  # "val", "open_set_species", "synthetic"
 
 
-def build_tuning_set(val_logits: np.ndarray, val_labels: Sequence[str], labels: Sequence[str],
-                     edibility: Callable[[str], str], fewshot: set[str], synthetic_logits: np.ndarray) -> TuningSet:
+def build_tuning_set(
+    val_logits: np.ndarray,
+    val_labels: Sequence[str],
+    labels: Sequence[str],
+    edibility: Callable[[str], str],
+    fewshot: set[str],
+    synthetic_logits: np.ndarray,
+) -> TuningSet:
     index = {label: i for i, label in enumerate(labels)}
     rows, truth, kind = [val_logits], [edibility(lab) for lab in val_labels], ["val"] * len(val_labels)
     masked = []
@@ -258,35 +279,59 @@ def summarise(probs: np.ndarray, energy: np.ndarray, label_classes: np.ndarray) 
         return probs[:, np.isin(label_classes, classes)].sum(1)
 
     top = probs.argmax(1)
-    return Summaries(mass("deadly"), mass("deadly", "poisonous"), mass("deadly", "poisonous", "unknown"),
-                     probs.max(1), label_classes[top], mass("edible"),
-                     mass("inedible", "edible_with_caution"), energy)
+    return Summaries(
+        mass("deadly"),
+        mass("deadly", "poisonous"),
+        mass("deadly", "poisonous", "unknown"),
+        probs.max(1),
+        label_classes[top],
+        mass("edible"),
+        mass("inedible", "edible_with_caution"),
+        energy,
+    )
 
 
-def called_edible(s: Summaries, danger_t: float, abstain_t: float, edible_t: float,
-                  ood_t: float | None) -> np.ndarray:
+def called_edible(
+    s: Summaries, danger_t: float, abstain_t: float, edible_t: float, ood_t: float | None
+) -> np.ndarray:
     """Vectorised copy of decide()'s path to "edible" (checked against decide() afterwards)."""
-    ok = (s.danger < danger_t) & (s.top_prob >= abstain_t) & (s.top_class == "edible") & (s.edible_mass >= edible_t)
+    ok = (
+        (s.danger < danger_t)
+        & (s.top_prob >= abstain_t)
+        & (s.top_class == "edible")
+        & (s.edible_mass >= edible_t)
+    )
     if ood_t is not None:
         ok &= ~(s.energy > ood_t)
     return ok
 
 
-def tune_thresholds(tuning: TuningSet, labels: Sequence[str], edibility: Callable[[str], str],
-                    temperature: float, val_energy_percentiles: dict[str, float]) -> dict:
+def tune_thresholds(
+    tuning: TuningSet,
+    labels: Sequence[str],
+    edibility: Callable[[str], str],
+    temperature: float,
+    val_energy_percentiles: dict[str, float],
+) -> dict:
     label_classes = np.array([edibility(lab) or "unknown" for lab in labels])
     truth = np.array(tuning.truth)
     is_edible = np.isin(truth, list(SAFE_TO_CALL_EDIBLE))
     summaries = {
-        "calibrated": summarise(_masked_softmax(tuning.logits, temperature),
-                                _masked_energy(tuning.logits, temperature), label_classes),
-        "sharpened": summarise(_masked_softmax(tuning.logits, temperature / SHARPEN_MARGIN),
-                               _masked_energy(tuning.logits, temperature), label_classes),
+        "calibrated": summarise(
+            _masked_softmax(tuning.logits, temperature),
+            _masked_energy(tuning.logits, temperature),
+            label_classes,
+        ),
+        "sharpened": summarise(
+            _masked_softmax(tuning.logits, temperature / SHARPEN_MARGIN),
+            _masked_energy(tuning.logits, temperature),
+            label_classes,
+        ),
     }
     grid = {
         "danger_threshold": [0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15],
-        "abstain_min_probability": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-        "edible_min_probability": [0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98],
+        "abstain_min_probability": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95],
+        "edible_min_probability": [0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99],
         "ood_threshold": [None, *val_energy_percentiles.values()],
     }
     best = None
@@ -301,14 +346,46 @@ def tune_thresholds(tuning: TuningSet, labels: Sequence[str], edibility: Callabl
         # Zero dangerous errors, with margin; then lowest cost; ties -> the more cautious setting.
         key = (dangerous + dangerous_sharp > 0, cost, d, -a, -e)
         if best is None or key < best[0]:
-            best = (key, {"danger_threshold": d, "abstain_min_probability": a, "edible_min_probability": e,
-                          "ood_threshold": o, "cost": cost, "dangerous": dangerous,
-                          "dangerous_sharpened": dangerous_sharp, "missed_edible": missed})
+            best = (
+                key,
+                {
+                    "danger_threshold": d,
+                    "abstain_min_probability": a,
+                    "edible_min_probability": e,
+                    "ood_threshold": o,
+                    "cost": cost,
+                    "dangerous": dangerous,
+                    "dangerous_sharpened": dangerous_sharp,
+                    "missed_edible": missed,
+                },
+            )
+    if best[0][0]:
+        # No setting avoids every dangerous error: never say "edible" (danger_threshold 0 makes
+        # every photo "poisonous"/"unknown"). Costly in missed edibles, but never deadly.
+        log.warning("no threshold setting reaches zero dangerous errors: the model will never say 'edible'")
+        never = called_edible(summaries["calibrated"], 0.0, 1.0, 1.0, None)
+        missed = int((~never & is_edible).sum())
+        return {
+            "danger_threshold": 0.0,
+            "abstain_min_probability": 0.9,
+            "edible_min_probability": 0.99,
+            "ood_threshold": None,
+            "cost": MISSED_EDIBLE_COST * missed / max(1, n),
+            "dangerous": 0,
+            "dangerous_sharpened": 0,
+            "missed_edible": missed,
+            "never_edible": True,
+        }
     return best[1]
 
 
-def evaluate_with_decide(logits: np.ndarray, truth: Sequence[str], labels: Sequence[str],
-                         edibility: Callable[[str], str], safety: SafetyConfig) -> dict:
+def evaluate_with_decide(
+    logits: np.ndarray,
+    truth: Sequence[str],
+    labels: Sequence[str],
+    edibility: Callable[[str], str],
+    safety: SafetyConfig,
+) -> dict:
     """Poison cost and counts, photo by photo, with the production rule."""
     probs = _masked_softmax(np.asarray(logits, dtype=np.float64), safety.temperature)
     energy = _masked_energy(np.asarray(logits, dtype=np.float64), safety.temperature)
@@ -322,9 +399,14 @@ def evaluate_with_decide(logits: np.ndarray, truth: Sequence[str], labels: Seque
         if t in SAFE_TO_CALL_EDIBLE and r.verdict != "edible":
             missed += 1
     n = max(1, len(truth))
-    return {"n": len(truth), "dangerous_errors": dangerous, "missed_edible": missed,
-            "poison_cost": (POISON_COST * dangerous + MISSED_EDIBLE_COST * missed) / n,
-            "abstention_rate": abstained / n, "verdicts": verdicts}
+    return {
+        "n": len(truth),
+        "dangerous_errors": dangerous,
+        "missed_edible": missed,
+        "poison_cost": (POISON_COST * dangerous + MISSED_EDIBLE_COST * missed) / n,
+        "abstention_rate": abstained / n,
+        "verdicts": verdicts,
+    }
 
 
 # --- entry point ---------------------------------------------------------------------------------------
@@ -354,23 +436,32 @@ def main(args: CalibrateArguments) -> SafetyConfig:
     index = {label: i for i, label in enumerate(labels)}
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
 
-    val_logits = model_logits(model_dir, [p for p, _ in val], [str(p) for p, _ in val], cache_dir,
-                              args.backend).astype(np.float64)
+    val_logits = model_logits(
+        model_dir, [p for p, _ in val], [str(p) for p, _ in val], cache_dir, args.backend
+    ).astype(np.float64)
     synth = synthetic_images(args.synthetic_images, seed=args.seed)
-    synth_logits = model_logits(model_dir, synth, [f"synthetic:{args.seed}:{i}" for i in range(len(synth))],
-                                cache_dir, args.backend).astype(np.float64)
+    synth_logits = model_logits(
+        model_dir, synth, [f"synthetic:{args.seed}:{i}" for i in range(len(synth))], cache_dir, args.backend
+    ).astype(np.float64)
     targets = np.array([index[lab] for _, lab in val])
 
     temperature = fit_temperature(val_logits, targets)
     report = {
         "n_val": len(val),
-        "nll_before": nll(val_logits, targets), "nll_after": nll(val_logits, targets, temperature),
+        "nll_before": nll(val_logits, targets),
+        "nll_after": nll(val_logits, targets, temperature),
         "ece_before": expected_calibration_error(softmax(val_logits), targets),
         "ece_after": expected_calibration_error(softmax(val_logits, temperature), targets),
         "temperature": temperature,
     }
-    log.info("temperature %.3f: NLL %.3f -> %.3f, ECE %.3f -> %.3f", temperature, report["nll_before"],
-             report["nll_after"], report["ece_before"], report["ece_after"])
+    log.info(
+        "temperature %.3f: NLL %.3f -> %.3f, ECE %.3f -> %.3f",
+        temperature,
+        report["nll_before"],
+        report["nll_after"],
+        report["ece_before"],
+        report["ece_after"],
+    )
 
     edibility = catalog_edibility()
     tuning = build_tuning_set(val_logits, [lab for _, lab in val], labels, edibility, fewshot, synth_logits)
@@ -379,7 +470,8 @@ def main(args: CalibrateArguments) -> SafetyConfig:
     chosen = tune_thresholds(tuning, labels, edibility, temperature, percentiles)
     old = SafetyConfig.load(model_dir)
     safety = SafetyConfig(
-        version=args.version or old.version, temperature=temperature,
+        version=args.version or old.version,
+        temperature=temperature,
         abstain_min_probability=chosen["abstain_min_probability"],
         danger_threshold=chosen["danger_threshold"],
         edible_min_probability=chosen["edible_min_probability"],
@@ -388,8 +480,10 @@ def main(args: CalibrateArguments) -> SafetyConfig:
     checked = evaluate_with_decide(tuning.logits, tuning.truth, labels, edibility, safety)
     grid_dangerous = chosen["dangerous"]
     if checked["dangerous_errors"] != grid_dangerous:
-        raise RuntimeError(f"threshold search disagrees with verdict.decide ({grid_dangerous} vs "
-                           f"{checked['dangerous_errors']} dangerous errors): fix calibrate.called_edible")
+        raise RuntimeError(
+            f"threshold search disagrees with verdict.decide ({grid_dangerous} vs "
+            f"{checked['dangerous_errors']} dangerous errors): fix calibrate.called_edible"
+        )
     catalogued = sum(edibility(lab) != "unknown" for lab in labels)
     kinds = np.array(tuning.kind)
     safety.extra = {

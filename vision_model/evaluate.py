@@ -42,14 +42,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvaluateArguments:
-    model: str = field(default=str(PROJECT_ROOT / "vision_model" / "release"), metadata={"help": "model directory"})
+    model: str = field(
+        default=str(PROJECT_ROOT / "vision_model" / "release"), metadata={"help": "model directory"}
+    )
     out: str = field(default=str(PROJECT_ROOT / "reports" / "vision"), metadata={"help": "report directory"})
     data_dir: str = field(default=str(PROJECT_ROOT.parent / "shared" / "data" / "images"))
     splits: str | None = field(default=None, metadata={"help": "splits.json of the training run"})
     split: str = field(default="test", metadata={"help": "which split to evaluate (test or val)"})
     seed: int = 0
     min_photos: int = 2
-    main_min_photos: int = field(default=50, metadata={"help": "classes with at least this many photos are 'main'"})
+    main_min_photos: int = field(
+        default=50, metadata={"help": "classes with at least this many photos are 'main'"}
+    )
     synthetic_images: int = 64
     backend: str = "torch"
     cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-logits"))
@@ -73,7 +77,8 @@ def group_metrics(probs: np.ndarray, targets: np.ndarray, mask: np.ndarray, clas
         "top1": _mean((pred == targets)[mask]),
         "top3": _mean(_topk_hits(probs, targets, 3)[mask]),
         "macro_f1": float(f1_score(targets, pred, labels=class_ids, average="macro", zero_division=0))
-        if class_ids else None,
+        if class_ids
+        else None,
     }
 
 
@@ -91,6 +96,11 @@ def plot_confusion(probs, targets, class_ids, labels, path: Path) -> None:
         if t in pos:
             mat[pos[t], pos.get(p, len(class_ids))] += 1
     fig, ax = plt.subplots(figsize=(11, 9))
+    if not class_ids:  # no main classes in this data: an empty, labelled figure
+        ax.text(0.5, 0.5, "no main classes", ha="center", va="center")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
     ax.imshow(mat / np.maximum(1, mat.sum(1, keepdims=True)), cmap="Blues", vmin=0, vmax=1)
     for i in range(mat.shape[0]):
         for j in range(mat.shape[1]):
@@ -166,7 +176,10 @@ def main(args: EvaluateArguments) -> dict:
     index = {label: i for i, label in enumerate(labels)}
     safety = SafetyConfig.load(model_dir)
     edibility = catalog_edibility()
-    every = {s: load_split(args.data_dir, args.splits, args.seed, args.min_photos, s) for s in ("train", "val", "test")}
+    every = {
+        s: load_split(args.data_dir, args.splits, args.seed, args.min_photos, s)
+        for s in ("train", "val", "test")
+    }
     counts: dict[str, int] = {}
     for items in every.values():
         for _, lab in items:
@@ -174,8 +187,9 @@ def main(args: EvaluateArguments) -> dict:
     items = [(p, lab) for p, lab in every[args.split] if lab in index]
     unknown_labels = sorted({lab for _, lab in every[args.split] if lab not in index})
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    logits = model_logits(model_dir, [p for p, _ in items], [str(p) for p, _ in items], cache_dir,
-                          args.backend).astype(np.float64)
+    logits = model_logits(
+        model_dir, [p for p, _ in items], [str(p) for p, _ in items], cache_dir, args.backend
+    ).astype(np.float64)
     targets = np.array([index[lab] for _, lab in items])
     main_ids = sorted(index[lab] for lab in index if counts.get(lab, 0) >= args.main_min_photos)
     few_ids = sorted(set(targets.tolist()) - set(main_ids))
@@ -183,27 +197,49 @@ def main(args: EvaluateArguments) -> dict:
     probs_raw, probs = softmax(logits), softmax(logits, safety.temperature)
 
     synth = synthetic_images(args.synthetic_images, seed=args.seed + 1)  # not the images tuned on
-    synth_logits = model_logits(model_dir, synth, [f"synthetic:{args.seed + 1}:{i}" for i in range(len(synth))],
-                                cache_dir, args.backend).astype(np.float64)
+    synth_logits = model_logits(
+        model_dir,
+        synth,
+        [f"synthetic:{args.seed + 1}:{i}" for i in range(len(synth))],
+        cache_dir,
+        args.backend,
+    ).astype(np.float64)
     fewshot_labels = {labels[i] for i in few_ids}
-    tuning = build_tuning_set(logits, [lab for _, lab in items], labels, edibility, fewshot_labels, synth_logits)
+    tuning = build_tuning_set(
+        logits, [lab for _, lab in items], labels, edibility, fewshot_labels, synth_logits
+    )
     kinds = np.array(tuning.kind)
     safety_figures = {}
-    for name, mask in (("photos", kinds == "val"), ("open_set", kinds != "val"), ("all", np.ones(len(kinds), bool))):
-        result = evaluate_with_decide(tuning.logits[mask], [t for t, m in zip(tuning.truth, mask, strict=True) if m],
-                                      labels, edibility, safety)
+    for name, mask in (
+        ("photos", kinds == "val"),
+        ("open_set", kinds != "val"),
+        ("all", np.ones(len(kinds), bool)),
+    ):
+        result = evaluate_with_decide(
+            tuning.logits[mask],
+            [t for t, m in zip(tuning.truth, mask, strict=True) if m],
+            labels,
+            edibility,
+            safety,
+        )
         result.pop("verdicts")
         safety_figures[name] = result
 
     metrics = {
-        "model": str(model_dir), "version": safety.version, "split": args.split, "n": len(items),
+        "model": str(model_dir),
+        "version": safety.version,
+        "split": args.split,
+        "n": len(items),
         "main": group_metrics(probs, targets, is_main, main_ids),
         "fewshot": group_metrics(probs, targets, ~is_main, few_ids),
         "overall_top1": _mean(probs.argmax(1) == targets),
-        "calibration": {"temperature": safety.temperature,
-                        "ece_before": expected_calibration_error(probs_raw, targets),
-                        "ece_after": expected_calibration_error(probs, targets),
-                        "nll_before": nll(logits, targets), "nll_after": nll(logits, targets, safety.temperature)},
+        "calibration": {
+            "temperature": safety.temperature,
+            "ece_before": expected_calibration_error(probs_raw, targets),
+            "ece_after": expected_calibration_error(probs, targets),
+            "nll_before": nll(logits, targets),
+            "nll_after": nll(logits, targets, safety.temperature),
+        },
         "safety": safety_figures,
         "open_set_examples": {k: int((kinds == k).sum()) for k in ("open_set_species", "synthetic")},
         "labels_in_catalog": sum(edibility(lab) != "unknown" for lab in labels),
@@ -216,21 +252,38 @@ def main(args: EvaluateArguments) -> dict:
     pred = probs.argmax(1)
     with (out / "per_class.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["label", "group", "edibility", "n_photos_total", "n_eval", "top1", "precision", "recall", "f1"])
+        writer.writerow(
+            ["label", "group", "edibility", "n_photos_total", "n_eval", "top1", "precision", "recall", "f1"]
+        )
         for cid in sorted(set(targets.tolist())):
             t, p = targets == cid, pred == cid
             tp = int((t & p).sum())
             prec = tp / p.sum() if p.sum() else 0.0
             rec = tp / t.sum()
             f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-            writer.writerow([labels[cid], "main" if cid in main_ids else "fewshot", edibility(labels[cid]),
-                             counts.get(labels[cid], 0), int(t.sum()), f"{rec:.3f}", f"{prec:.3f}", f"{rec:.3f}",
-                             f"{f1:.3f}"])
+            writer.writerow(
+                [
+                    labels[cid],
+                    "main" if cid in main_ids else "fewshot",
+                    edibility(labels[cid]),
+                    counts.get(labels[cid], 0),
+                    int(t.sum()),
+                    f"{rec:.3f}",
+                    f"{prec:.3f}",
+                    f"{rec:.3f}",
+                    f"{f1:.3f}",
+                ]
+            )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info("main top-1 %.3f top-3 %.3f | few-shot top-1 %s | dangerous %d | cost %.4f | abstain %.3f",
-             metrics["main"]["top1"] or 0, metrics["main"]["top3"] or 0, metrics["fewshot"]["top1"],
-             safety_figures["all"]["dangerous_errors"], safety_figures["all"]["poison_cost"],
-             safety_figures["all"]["abstention_rate"])
+    log.info(
+        "main top-1 %.3f top-3 %.3f | few-shot top-1 %s | dangerous %d | cost %.4f | abstain %.3f",
+        metrics["main"]["top1"] or 0,
+        metrics["main"]["top3"] or 0,
+        metrics["fewshot"]["top1"],
+        safety_figures["all"]["dangerous_errors"],
+        safety_figures["all"]["poison_cost"],
+        safety_figures["all"]["abstention_rate"],
+    )
     return metrics
 
 
@@ -246,4 +299,3 @@ if __name__ == "__main__":
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     main(dataclass_from_namespace(EvaluateArguments, build_parser().parse_args()))
-

@@ -74,7 +74,8 @@ class TrainArguments(DataArguments):
         metadata={"help": "run directory (checkpoints, metrics, the model in <output_dir>/model)"},
     )
     release_dir: str | None = field(
-        default=None, metadata={"help": "also copy the final model directory here (e.g. vision_model/release)"}
+        default=None,
+        metadata={"help": "also copy the final model directory here (e.g. vision_model/release)"},
     )
     mode: str = field(default="finetune", metadata={"help": "'linear' (frozen features) or 'finetune'"})
     num_hidden_layers: int = field(default=10, metadata={"help": "keep this many backbone blocks"})
@@ -113,7 +114,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.Ar
         help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
         kind = f.type if isinstance(f.type, type) else str(f.type)
         if kind in (bool, "bool"):
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            parser.add_argument(
+                f"--{f.name}", action=argparse.BooleanOptionalAction, default=default, help=help_text
+            )
             continue
         convert = {"int": int, "float": float}.get(str(kind).split(" ")[0], None) or (
             kind if kind in (int, float) else str
@@ -201,8 +204,11 @@ class FeatureCache:
 
 def _cache_key(args: TrainArguments, samples: list[Sample], train_set: set[Path]) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([str(Path(args.backbone).resolve()), args.frozen_layers, args.augmented_views,
-                         args.seed]).encode())
+    h.update(
+        json.dumps(
+            [str(Path(args.backbone).resolve()), args.frozen_layers, args.augmented_views, args.seed]
+        ).encode()
+    )
     for s in samples:
         h.update(f"{s.path}|{s.label}|{s.path in train_set}\n".encode())
     return h.hexdigest()[:16]
@@ -309,8 +315,9 @@ def fit_linear_head(
     for _ in tqdm(range(steps), desc="linear head", leave=False):
         opt.zero_grad()
         logits = z @ weight.T + bias
-        loss = (F.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing)
-                * sample_w).mean() + weight_decay * weight.pow(2).sum() / 2
+        loss = (
+            F.cross_entropy(logits, targets, reduction="none", label_smoothing=label_smoothing) * sample_w
+        ).mean() + weight_decay * weight.pow(2).sum() / 2
         loss.backward()
         opt.step()
     with torch.no_grad():
@@ -342,6 +349,7 @@ def split_accuracy(logits: torch.Tensor, targets: np.ndarray, main_mask: np.ndar
 
 def selection_score(m: dict[str, float]) -> float:
     """Model selection: the main-class top-1 is the product's number; few-shot breaks near-ties."""
+
     def value(x: float) -> float:
         return 0.0 if math.isnan(x) else x
 
@@ -360,18 +368,29 @@ def trainable_parameters(model, frozen_layers: int):
 def trainable_state(model, frozen_layers: int) -> dict[str, torch.Tensor]:
     prefixes = [f"dinov2.encoder.layer.{i}." for i in range(frozen_layers, model.config.num_hidden_layers)]
     prefixes += ["dinov2.layernorm.", "classifier."]
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if any(k.startswith(p) for p in prefixes)}
+    return {
+        k: v.detach().clone() for k, v in model.state_dict().items() if any(k.startswith(p) for p in prefixes)
+    }
 
 
-def finetune(args: TrainArguments, model, cache: FeatureCache, ids: dict[str, np.ndarray], targets: np.ndarray,
-             main_mask_by_sample: np.ndarray, out_dir: Path) -> list[dict]:
+def finetune(
+    args: TrainArguments,
+    model,
+    cache: FeatureCache,
+    ids: dict[str, np.ndarray],
+    targets: np.ndarray,
+    main_mask_by_sample: np.ndarray,
+    out_dir: Path,
+) -> list[dict]:
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     num_classes = model.config.num_labels
     train_ids = ids["train"]
     # All cached views of each training photo; each epoch draws one per photo.
     views_of: dict[int, np.ndarray] = {int(i): cache.rows([i]) for i in train_ids}
-    per_photo_w = class_weights(targets[train_ids], num_classes, args.balance_power)[targets[train_ids]].numpy()
+    per_photo_w = class_weights(targets[train_ids], num_classes, args.balance_power)[
+        targets[train_ids]
+    ].numpy()
     per_photo_w = per_photo_w / per_photo_w.sum()
     val_rows = cache.rows(ids["val"], centre_only=True)
     val_samples = cache.sample_index[val_rows]
@@ -399,7 +418,9 @@ def finetune(args: TrainArguments, model, cache: FeatureCache, ids: dict[str, np
     # The stage-1 linear model is the baseline: fine-tuning only replaces it when val improves.
     with torch.no_grad():
         val_logits = model.classifier(pooled_features(model, cache, val_rows, args.frozen_layers))
-    best_score = selection_score(split_accuracy(val_logits, targets[val_samples], main_mask_by_sample[val_samples]))
+    best_score = selection_score(
+        split_accuracy(val_logits, targets[val_samples], main_mask_by_sample[val_samples])
+    )
     best_state, bad_epochs, start_epoch = trainable_state(model, args.frozen_layers), 0, 0
     ckpt_path = out_dir / "checkpoint.pt"
     if args.resume and ckpt_path.exists():
@@ -419,7 +440,9 @@ def finetune(args: TrainArguments, model, cache: FeatureCache, ids: dict[str, np
         order = rng.choice(train_ids, size=len(train_ids), replace=True, p=per_photo_w)
         rows = np.array([rng.choice(views_of[int(i)]) for i in order])
         epoch_loss, seen, t0 = 0.0, 0, time.monotonic()
-        bar = tqdm(range(0, len(rows), args.batch_size), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
+        bar = tqdm(
+            range(0, len(rows), args.batch_size), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch"
+        )
         for start in bar:
             batch_rows = rows[start : start + args.batch_size]
             x = torch.from_numpy(cache.tokens[np.sort(batch_rows)].astype(np.float32))
@@ -436,9 +459,13 @@ def finetune(args: TrainArguments, model, cache: FeatureCache, ids: dict[str, np
             bar.set_postfix(loss=f"{epoch_loss / seen:.3f}", img_s=f"{seen / (time.monotonic() - t0):.1f}")
         val_logits = model.classifier(pooled_features(model, cache, val_rows, args.frozen_layers))
         metrics = split_accuracy(val_logits, targets[val_samples], main_mask_by_sample[val_samples])
-        record = {"epoch": epoch + 1, "train_loss": epoch_loss / max(1, seen),
-                  "train_img_per_s": seen / (time.monotonic() - t0), "elapsed_min": (time.monotonic() - started) / 60,
-                  **{f"val_{k}": v for k, v in metrics.items()}}
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": epoch_loss / max(1, seen),
+            "train_img_per_s": seen / (time.monotonic() - t0),
+            "elapsed_min": (time.monotonic() - started) / 60,
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
         score = selection_score(metrics)
         if score > best_score:
             best_score, best_state, bad_epochs = score, trainable_state(model, args.frozen_layers), 0
@@ -448,9 +475,20 @@ def finetune(args: TrainArguments, model, cache: FeatureCache, ids: dict[str, np
         history.append(record)
         log.info("epoch %d: %s", epoch + 1, json.dumps(record))
         write_history(history, out_dir)
-        torch.save({"state": trainable_state(model, args.frozen_layers), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "history": history, "best_score": best_score,
-                    "best_state": best_state, "bad_epochs": bad_epochs, "epoch": epoch, "rng": rng}, ckpt_path)
+        torch.save(
+            {
+                "state": trainable_state(model, args.frozen_layers),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "history": history,
+                "best_score": best_score,
+                "best_state": best_state,
+                "bad_epochs": bad_epochs,
+                "epoch": epoch,
+                "rng": rng,
+            },
+            ckpt_path,
+        )
         if bad_epochs >= args.patience:
             log.info("early stopping: no val improvement for %d epochs", bad_epochs)
             break
@@ -506,8 +544,10 @@ def copy_model_dir(src: Path, dst: Path) -> None:
 
 
 def write_splits(folder: ImageFolder, splits: Splits, out_dir: Path) -> None:
-    data = {name: [[str(s.path.relative_to(folder.root)), s.label] for s in items]
-            for name, items in splits.as_dict().items()}
+    data = {
+        name: [[str(s.path.relative_to(folder.root)), s.label] for s in items]
+        for name, items in splits.as_dict().items()
+    }
     data["dropped_classes"] = folder.dropped_classes
     data["skipped"] = [[str(s.path), s.reason] for s in folder.skipped]
     (out_dir / "splits.json").write_text(json.dumps(data, indent=1))
@@ -538,14 +578,21 @@ def main(args: TrainArguments) -> Path:
 
     folder = scan_image_folder(args.data_dir, min_photos=args.min_photos, verify=args.verify_images)
     log.info("%s", folder.report())
-    splits = split_samples(folder.samples, seed=args.seed, val_fraction=args.val_fraction,
-                           test_fraction=args.test_fraction)
+    splits = split_samples(
+        folder.samples, seed=args.seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction
+    )
     write_splits(folder, splits, out_dir)
     labels = folder.labels
     label_index = {label: i for i, label in enumerate(labels)}
     mains = set(main_classes(folder))
-    log.info("splits: train %d, val %d, test %d; %d classes (%d main)", len(splits.train), len(splits.val),
-             len(splits.test), len(labels), len(mains))
+    log.info(
+        "splits: train %d, val %d, test %d; %d classes (%d main)",
+        len(splits.train),
+        len(splits.val),
+        len(splits.test),
+        len(labels),
+        len(mains),
+    )
 
     model = build_model(args.backbone, labels, args.num_hidden_layers)
     processor, preprocess = load_preprocess(args.backbone)
@@ -553,16 +600,25 @@ def main(args: TrainArguments) -> Path:
     targets = np.array([label_index[s.label] for s in cache.samples])
     is_main = np.array([s.label in mains for s in cache.samples])
     n_train, n_val = len(splits.train), len(splits.val)
-    ids = {"train": np.arange(n_train), "val": np.arange(n_train, n_train + n_val),
-           "test": np.arange(n_train + n_val, len(cache.samples))}
+    ids = {
+        "train": np.arange(n_train),
+        "val": np.arange(n_train, n_train + n_val),
+        "test": np.arange(n_train + n_val, len(cache.samples)),
+    }
 
     # Stage 1: linear head on frozen features of every cached training view.
     train_rows = cache.rows(ids["train"])
     val_rows = cache.rows(ids["val"], centre_only=True)
     feats = pooled_features(model, cache, np.concatenate([train_rows, val_rows]), args.frozen_layers)
-    train_feats, val_feats = feats[: len(train_rows)], feats[len(train_rows):]
-    w, b = fit_linear_head(train_feats, torch.as_tensor(targets[cache.sample_index[train_rows]]), len(labels),
-                           balance_power=args.balance_power, label_smoothing=args.label_smoothing, seed=args.seed)
+    train_feats, val_feats = feats[: len(train_rows)], feats[len(train_rows) :]
+    w, b = fit_linear_head(
+        train_feats,
+        torch.as_tensor(targets[cache.sample_index[train_rows]]),
+        len(labels),
+        balance_power=args.balance_power,
+        label_smoothing=args.label_smoothing,
+        seed=args.seed,
+    )
     with torch.no_grad():
         model.classifier.weight.copy_(w)
         model.classifier.bias.copy_(b)
@@ -580,22 +636,39 @@ def main(args: TrainArguments) -> Path:
     model_dir = save_model_dir(model, processor, out_dir / "model", fp16=args.save_fp16)
     version = args.version or f"dinov2s-L{args.num_hidden_layers}-{args.mode}-{time.strftime('%Y%m%d-%H%M')}"
     train_info = {
-        "version": version, "mode": args.mode, "backbone": args.backbone,
-        "num_hidden_layers": args.num_hidden_layers, "frozen_layers": args.frozen_layers,
-        "seed": args.seed, "train_minutes": (time.monotonic() - t_start) / 60,
-        "n_train": n_train, "n_val": n_val, "n_test": len(splits.test), "labels": len(labels),
-        "main_classes": sorted(mains), "dropped_classes": folder.dropped_classes,
-        "skipped_files": len(folder.skipped), "args": dataclasses.asdict(args), "history": history,
+        "version": version,
+        "mode": args.mode,
+        "backbone": args.backbone,
+        "num_hidden_layers": args.num_hidden_layers,
+        "frozen_layers": args.frozen_layers,
+        "seed": args.seed,
+        "train_minutes": (time.monotonic() - t_start) / 60,
+        "n_train": n_train,
+        "n_val": n_val,
+        "n_test": len(splits.test),
+        "labels": len(labels),
+        "main_classes": sorted(mains),
+        "dropped_classes": folder.dropped_classes,
+        "skipped_files": len(folder.skipped),
+        "args": dataclasses.asdict(args),
+        "history": history,
     }
     (out_dir / "train_info.json").write_text(json.dumps(train_info, indent=2))
-    (model_dir / "train_info.json").write_text(json.dumps({k: v for k, v in train_info.items() if k != "history"},
-                                                          indent=2))
+    (model_dir / "train_info.json").write_text(
+        json.dumps({k: v for k, v in train_info.items() if k != "history"}, indent=2)
+    )
     if args.calibrate:
         from vision_model import calibrate
 
-        calibrate.main(calibrate.CalibrateArguments(
-            model=str(model_dir), data_dir=args.data_dir, splits=str(out_dir / "splits.json"),
-            version=version, seed=args.seed))
+        calibrate.main(
+            calibrate.CalibrateArguments(
+                model=str(model_dir),
+                data_dir=args.data_dir,
+                splits=str(out_dir / "splits.json"),
+                version=version,
+                seed=args.seed,
+            )
+        )
     if args.release_dir:
         copy_model_dir(model_dir, Path(args.release_dir))
         log.info("copied the model to %s", args.release_dir)
@@ -604,7 +677,9 @@ def main(args: TrainArguments) -> Path:
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="python -m vision_model train", description=__doc__.split("\n")[0])
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m vision_model train", description=__doc__.split("\n")[0]
+    )
     return add_dataclass_arguments(parser, TrainArguments)
 
 

