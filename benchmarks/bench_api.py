@@ -5,8 +5,9 @@
 Starts uvicorn in a thread on 127.0.0.1 (an ephemeral port), sends `requests` POST
 /v1/identify calls (one photo each) from `concurrency` concurrent httpx.AsyncClient tasks, then
 runs the same photos through `Classifier.identify` in this process, one after another (the
-plain baseline), and from `concurrency` threads. Reports throughput and p50/p95 latency of both and their ratios; writes JSON
-to benchmarks/results/api.json.
+plain baseline) and from `concurrency` threads. The three runs alternate for `rounds` rounds
+(the machine is shared; the median round of each is kept). Reports throughput, p50/p95 latency
+and their ratios; writes JSON to benchmarks/results/api.json.
 
 Photos: the real ones in ../shared/data/images when present, else generated ones. Model: the
 bundled release when it exists, else a tiny random model (then the numbers measure the HTTP
@@ -44,6 +45,7 @@ class BenchArgs:
     model: str | None = None  # model directory; None: bundled release, else a tiny model
     images: str = str(DEFAULT_IMAGES)
     warmup: int = 8
+    rounds: int = 3
     out: str = str(DEFAULT_OUT)
 
 
@@ -55,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> BenchArgs:
     parser.add_argument("--model", default=defaults.model, help="model directory (default: bundled, else tiny)")
     parser.add_argument("--images", default=defaults.images, help="folder of <label>/*.jpg photos")
     parser.add_argument("--warmup", type=int, default=defaults.warmup)
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="alternating rounds; median kept")
     parser.add_argument("--out", default=defaults.out)
     return BenchArgs(**vars(parser.parse_args(argv)))
 
@@ -160,6 +163,14 @@ async def load_run(url: str, photos: list[bytes], concurrency: int, progress) ->
     return latencies, elapsed, errors
 
 
+def summary(latencies: list[float], elapsed: float, **extra: object) -> dict:
+    return {"throughput_rps": round(len(latencies) / elapsed, 2), **percentiles(latencies), **extra}
+
+
+def median_run(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda run: run["throughput_rps"])[len(runs) // 2]
+
+
 def in_process_run(classifier, photos: list[bytes], threads: int) -> tuple[list[float], float]:
     """Classifier.identify on each photo in this process, from `threads` threads."""
     from concurrent.futures import ThreadPoolExecutor
@@ -196,18 +207,20 @@ def main(argv: list[str] | None = None) -> dict:
         for photo in photos[: args.warmup]:
             classifier.identify([photo])
 
+        # The machine is shared: alternate the three runs for `rounds` rounds and keep, for
+        # each, the round with the median throughput, so a burst of outside load hits all alike.
+        runs: dict[str, list[dict]] = {"api": [], "sequential": [], "threads": []}
         with LoopbackServer(app) as url:
             with tqdm(total=args.warmup, desc="warm-up", leave=False) as bar:
                 asyncio.run(load_run(url, photos[: args.warmup], min(args.concurrency, args.warmup), bar))
-            with tqdm(total=len(photos), desc=f"API x{args.concurrency}") as bar:
-                api_latencies, api_elapsed, errors = asyncio.run(load_run(url, photos, args.concurrency, bar))
+            for round_no in range(args.rounds):
+                with tqdm(total=len(photos), desc=f"round {round_no + 1}: API x{args.concurrency}") as bar:
+                    latencies, elapsed, errors = asyncio.run(load_run(url, photos, args.concurrency, bar))
+                runs["api"].append(summary(latencies, elapsed, errors=errors))
+                runs["sequential"].append(summary(*in_process_run(classifier, photos, 1)))
+                runs["threads"].append(summary(*in_process_run(classifier, photos, args.concurrency)))
 
-        local_latencies, local_elapsed = in_process_run(classifier, photos, 1)
-        threaded_latencies, threaded_elapsed = in_process_run(classifier, photos, args.concurrency)
-
-    api = {"throughput_rps": round(len(photos) / api_elapsed, 2), **percentiles(api_latencies), "errors": errors}
-    local = {"throughput_rps": round(len(photos) / local_elapsed, 2), **percentiles(local_latencies)}
-    threaded = {"throughput_rps": round(len(photos) / threaded_elapsed, 2), **percentiles(threaded_latencies)}
+    api, local, threaded = (median_run(runs[key]) for key in ("api", "sequential", "threads"))
     result = {
         "benchmark": "HTTP API /v1/identify on loopback vs Classifier.identify in-process",
         "config": asdict(args),
@@ -223,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
             "api_p50_over_in_process_p50": round(api["p50_ms"] / local["p50_ms"], 3),
         },
         # Serving cost per photo on top of the model: HTTP, multipart parsing, decoding, JSON.
+        "throughput_rps_every_round": {key: [r["throughput_rps"] for r in value] for key, value in runs.items()},
         "api_overhead_ms_per_request": round(1000 / api["throughput_rps"] - 1000 / local["throughput_rps"], 2),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "note": "API latency includes queueing: requests in flight wait for the one classifier, which "

@@ -55,6 +55,7 @@ from bot.settings import Settings, get_settings
 log = logging.getLogger("bot.api")
 
 MAX_QUESTION_CHARS = 2000
+MAX_FILENAME_CHARS = 100
 # Multipart framing (boundaries, part headers) on top of the photos themselves.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 # How long the loader waits before trying again when the index (or model) is not there yet,
@@ -482,7 +483,8 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
         blobs = []
         for upload in uploads:
             blobs.append(await upload.read(settings.max_image_bytes + 1))
-        names = [upload.filename or f"photo {i + 1}" for i, upload in enumerate(uploads)]
+        # Client-chosen names are echoed back (in results and errors): keep them short.
+        names = [(upload.filename or f"photo {i + 1}")[:MAX_FILENAME_CHARS] for i, upload in enumerate(uploads)]
         images = await in_worker_thread(_decode_all, blobs, names, settings)
         return images, names
 

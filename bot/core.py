@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from bot import replies as say
@@ -56,13 +56,9 @@ class Outcome:
 @dataclass
 class _Identified:
     stored_id: int
-    labels: list[str]
-    probabilities: list[float]
     verdict: str
     abstained: bool
-    danger_probability: float
-    photo_count: int
-    notes: list[str] = field(default_factory=list)
+    text: str
 
 
 def identification_buttons(ident_id: int) -> list[Button]:
@@ -85,6 +81,7 @@ class BotCore:
         catalog: Catalog | None = None,
         memory: ChatMemory | None = None,
         rate_limiter: PhotoRateLimiter | None = None,
+        reingest: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog or default_catalog()
@@ -102,6 +99,7 @@ class BotCore:
         self.started_at = time.monotonic()
         self.photos_in_flight = 0
         self._reingest_task: asyncio.Task | None = None
+        self._reingest = reingest  # None: ingest.pipeline.reingest (imported when first needed)
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -222,20 +220,14 @@ class BotCore:
         self.photos_in_flight += 1
         try:
             loop = asyncio.get_running_loop()
-            ident = await loop.run_in_executor(self._vision_pool, self._identify_sync, event, photos)
+            ident = await loop.run_in_executor(self._vision_pool, self._identify_sync, event, photos, notes)
         finally:
             self.photos_in_flight -= 1
-        ident.notes[:0] = notes
-        text = say.identification_text(
-            ident.labels, ident.probabilities, ident.verdict, ident.abstained, ident.danger_probability,
-            ident.photo_count, self.catalog, ident.notes,
-        )
-        await self._io(self._remember_exchange, event, f"[{ident.photo_count} photo(s)]", text, None)
         outcome = "abstained" if ident.abstained or ident.verdict == "unknown" else "ok"
-        return Outcome([Reply(text, identification_buttons(ident.stored_id))], outcome)
+        return Outcome([Reply(ident.text, identification_buttons(ident.stored_id))], outcome)
 
-    def _identify_sync(self, event: Event, photos: list[bytes]) -> _Identified:
-        """Decode, identify as ONE observation and remember it (runs on a vision worker)."""
+    def _identify_sync(self, event: Event, photos: list[bytes], notes: list[str]) -> _Identified:
+        """Decode, identify as ONE observation, word the reply and remember both (on a vision worker)."""
         from vision_model.images import ImageError, decode_image
 
         images, problems = [], []
@@ -251,7 +243,7 @@ class BotCore:
                 "I couldn't read any of those photos. " + str(problems[0][1])
             )
             raise UserFacingError(message, "bad_input")
-        notes = [f"I skipped photo {i}: {exc}" for i, exc in problems]
+        notes = notes + [f"I skipped photo {i}: {exc}" for i, exc in problems]
         try:
             classifier = self.classifier
         except Exception:
@@ -263,18 +255,21 @@ class BotCore:
             raise UserFacingError(str(exc), "bad_input") from None
         labels = [p.label for p in result.top_k]
         probabilities = [float(p.probability) for p in result.top_k]
+        verdict, abstained = result.verdict, bool(result.abstained)
+        danger = float(result.danger_probability)
+        text = say.identification_text(labels, probabilities, verdict, abstained, danger, len(images),
+                                       self.catalog, notes)
         stored_id = self.memory.add_identification(
             event.platform, event.chat_id,
-            labels=labels, probabilities=probabilities, verdict=result.verdict, abstained=bool(result.abstained),
-            danger_probability=float(result.danger_probability), photo_count=len(images),
-            model_version=str(result.model_version),
+            labels=labels, probabilities=probabilities, verdict=verdict, abstained=abstained,
+            danger_probability=danger, photo_count=len(images), model_version=str(result.model_version),
+            exchange=[("user", event.kind, f"[{len(images)} photo(s)]", None), ("bot", event.kind, text, None)],
         )
-        return _Identified(stored_id, labels, probabilities, result.verdict, bool(result.abstained),
-                           float(result.danger_probability), len(images), notes)
+        return _Identified(stored_id, verdict, abstained, text)
 
     def _remember_exchange(self, event: Event, user_text: str, bot_text: str, data: dict | None) -> None:
-        self.memory.add_history(event.platform, event.chat_id, "user", event.kind, user_text)
-        self.memory.add_history(event.platform, event.chat_id, "bot", event.kind, bot_text, data)
+        self.memory.add_exchange(event.platform, event.chat_id, [
+            ("user", event.kind, user_text, None), ("bot", event.kind, bot_text, data)])
 
     # --- questions -----------------------------------------------------------------------
     async def _question(self, event: Event, question: str, ident: StoredIdentification | None = None) -> Outcome:
@@ -504,8 +499,9 @@ class BotCore:
 
         started = time.perf_counter()
         try:
-            from ingest.pipeline import reingest
-
+            reingest = self._reingest
+            if reingest is None:
+                from ingest.pipeline import reingest
             report = await asyncio.to_thread(reingest, self.settings, progress=progress)
             ok = bool(getattr(report, "ok", True))
             if ok and self._answerer_factory is not None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     delete,
+    event,
     insert,
     select,
 )
@@ -87,6 +88,16 @@ class HistoryEntry:
     created_at: datetime | None = None
 
 
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets readers run beside the writer, and synchronous=NORMAL skips an fsync per commit
+    # (a crash may lose the last moments of chat memory, never corrupt it).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -103,6 +114,8 @@ class ChatMemory:
             # The core calls us from worker threads.
             kwargs["connect_args"] = {"check_same_thread": False}
         self.engine: Engine = create_engine(url, **kwargs)
+        if url.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
         self.keep_identifications = keep_identifications
         self.keep_history = keep_history
@@ -123,7 +136,9 @@ class ChatMemory:
         danger_probability: float,
         photo_count: int,
         model_version: str,
+        exchange: list[tuple[str, str, str, dict | None]] | None = None,
     ) -> int:
+        """Store an identification (and, in the same transaction, the history lines of `exchange`)."""
         with self.engine.begin() as conn:
             new_id = conn.execute(
                 insert(identifications).values(
@@ -140,6 +155,8 @@ class ChatMemory:
                 )
             ).inserted_primary_key[0]
             self._prune(conn, identifications, platform, chat_id, self.keep_identifications)
+            if exchange:
+                self._insert_history(conn, platform, chat_id, exchange)
         return int(new_id)
 
     def recent_identifications(self, platform: str, chat_id: str) -> list[StoredIdentification]:
@@ -182,19 +199,22 @@ class ChatMemory:
     def add_history(
         self, platform: str, chat_id: str, role: str, kind: str, text: str, data: dict | None = None
     ) -> None:
+        self.add_exchange(platform, chat_id, [(role, kind, text, data)])
+
+    def add_exchange(self, platform: str, chat_id: str, entries: list[tuple[str, str, str, dict | None]]) -> None:
+        """Several history lines (role, kind, text, data) in one transaction."""
         with self.engine.begin() as conn:
-            conn.execute(
-                insert(history).values(
-                    platform=platform,
-                    chat_id=chat_id,
-                    created_at=_utcnow(),
-                    role=role,
-                    kind=kind,
-                    text=text[:2000],
-                    data=json.dumps(data) if data else None,
-                )
-            )
-            self._prune(conn, history, platform, chat_id, self.keep_history)
+            self._insert_history(conn, platform, chat_id, entries)
+
+    def _insert_history(self, conn, platform: str, chat_id: str, entries) -> None:
+        now = _utcnow()
+        rows = [
+            {"platform": platform, "chat_id": chat_id, "created_at": now, "role": role, "kind": kind,
+             "text": text[:2000], "data": json.dumps(data) if data else None}
+            for role, kind, text, data in entries
+        ]
+        conn.execute(insert(history), rows)
+        self._prune(conn, history, platform, chat_id, self.keep_history)
 
     def recent_history(self, platform: str, chat_id: str, limit: int | None = None) -> list[HistoryEntry]:
         query = (

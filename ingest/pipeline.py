@@ -322,6 +322,7 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
         # force=True re-embeds everything.
         reused = {} if force or not serving else _reusable_embeddings(client, serving, chunks)
         report.reused_embeddings = len(reused)
+        progress(0, len(chunks), "embed")
         for begin in range(0, len(chunks), EMBED_BATCH):
             batch = chunks[begin : begin + EMBED_BATCH]
             ids = [c.metadata["chunk_id"] for c in batch]

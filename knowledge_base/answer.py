@@ -70,8 +70,10 @@ VERDICT_PHRASES = {
 # Old-guide wording that calls a species fit to eat.
 _GUIDE_SAYS_EDIBLE = re.compile(r"=\s*edible|\besculent\b|\bgood to eat\b|\bexcellent (for|eating|food)\b"
                                 r"|\bdelicious\b|\bwholesome\b|\bedible\b", re.I)
-_HISTORICAL_EDIBLE = re.compile(r"\b(edible|esculent|eaten|good to eat|recommended|wholesome)\b", re.I)
-_HISTORICAL_AGREES = re.compile(r"\b(they are right|already called it|correctly|rightly)\b", re.I)
+_HISTORICAL_EDIBLE = re.compile(r"\b(edible|esculent|eaten|eating it|good to eat|recommended|wholesome|"
+                                r"without harm|harmless|food)\b", re.I)
+_HISTORICAL_AGREES = re.compile(r"\b(they are right|already called it|correctly|rightly|never a recognised food|"
+                                r"(mistake|mistaken|confused) (it )?(for|with) an edible)\b", re.I)
 # A passage this similar to the question (cosine) counts as evidence for questions without a species.
 MIN_EVIDENCE_SIMILARITY = 0.45
 
@@ -240,7 +242,7 @@ class Answerer:
         text = " ".join(prefix + [
             "From the field guides in my library (old texts: their edibility advice can be outdated):",
             quotes, EXPERT_RULE])
-        return Answer(text, None, None, self._citations(strong, []), False), passages
+        return Answer(text, None, None, self._citations(strong, [], include_catalog=True), False), passages
 
     def _species_answer(self, res: Resolution, p: SpeciesProfile, others: list[SpeciesProfile],
                         passages: list[Passage]) -> str:
@@ -367,8 +369,8 @@ class Answerer:
             return ""
         current = VERDICT_PHRASES[p.edibility]
         detail = f" {note.strip()}" if note_says_edible else ""
-        return (f"Warning: some old field guides (19th century) call it edible - that advice is outdated and "
-                f"wrong; current references class it as {current}.{detail}")
+        return (f"Warning: older sources (such as the 19th-century field guides) call it edible - that advice is "
+                f"outdated and wrong; current references class it as {current}.{detail}")
 
     def _catalog_citation(self, p: SpeciesProfile) -> Citation:
         refs = "; ".join(r.title for r in p.references[:2])
@@ -376,10 +378,10 @@ class Answerer:
                         title=f"Species catalog: {p.display_name} (from {refs})",
                         excerpt=p.edibility_note.strip()[:300])
 
-    def _citations(self, passages: list[Passage], names: list[str]) -> list[Citation]:
+    def _citations(self, passages: list[Passage], names: list[str], include_catalog: bool = False) -> list[Citation]:
         out, seen = [], set()
         for p in passages:
-            if p.kind == "catalog" or p.key in seen:
+            if (p.kind == "catalog" and not include_catalog) or p.key in seen:
                 continue  # catalog facts are cited once, from the profile itself
             seen.add(p.key)
             out.append(Citation(source=p.source, title=p.title, excerpt=excerpt(p.text, names)))

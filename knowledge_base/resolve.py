@@ -74,6 +74,8 @@ dog cat child kid wild forest wood woods tree trees garden lawn field meadow cap
 """.split())
 
 _TOKEN = re.compile(r"[a-z]+")
+# Typical endings of Latin species epithets (radicata, edulis, comatus, phalloides, ...).
+_LATIN_EPITHET = re.compile(r"(us|um|a|ae|is|es|ii|i|ens|ans|oides|ides|ata|ina|osa|ella)$")
 
 
 @dataclass
@@ -163,14 +165,19 @@ class SpeciesResolver:
         return mentions[0].label if mentions else None
 
     def unknown_binomials(self, text: str, known: list[SpeciesMention]) -> list[str]:
-        """Latin names whose genus we know but whose species the catalog lacks ("Amanita ocreata")."""
+        """Latin names the catalog lacks: a known genus ("Amanita exitialis"), or a capitalised
+        Latin-looking binomial ("Xerula radicata") in a question about edibility."""
         known_text = {m.text for m in known}
+        latin_question = bool(_INTENT_PATTERNS[3][1].search(text))  # toxicity words
         out = []
         for genus, epithet in re.findall(r"\b([A-Za-z][a-z]{3,})\s+([a-z]{4,})\b", text):
             g = genus.lower()
             phrase = f"{g} {epithet}"
-            if g in self._genera and phrase not in known_text and not any(
-                    phrase in k or k in phrase for k in known_text) and epithet not in _STOPWORDS:
+            if phrase in known_text or any(phrase in k or k in phrase for k in known_text) or epithet in _STOPWORDS:
+                continue
+            looks_latin = (genus[0].isupper() and g not in _STOPWORDS and bool(_LATIN_EPITHET.search(epithet))
+                           and not _INTENT_PATTERNS[3][1].search(epithet))  # "York dangerous" is no species
+            if g in self._genera or (latin_question and looks_latin):
                 out.append(f"{genus[0].upper()}{genus[1:].lower()} {epithet}")
         return out
 

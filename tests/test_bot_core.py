@@ -211,3 +211,34 @@ async def test_a_slow_photo_does_not_block_other_chats(tmp_path, models):
     [photo_reply] = await asyncio.wait_for(photo_task, 10)
     core.close()
     assert "DEADLY" in photo_reply.text
+
+
+async def test_admin_reingest_runs_in_the_background_and_reports(tmp_path, models):
+    from ingest.pipeline import reingest
+    from ingest.testing import tiny_catalog, write_tiny_guides
+
+    guides = write_tiny_guides(tmp_path / "guides")
+    settings = make_settings(tmp_path)
+
+    def small_reingest(settings, *, progress):  # the real pipeline, on a 4-species catalog
+        return reingest(settings, sources=[guides], catalog=tiny_catalog(), progress=progress)
+
+    core = make_core(settings, models["deadly"], reingest=small_reingest)
+    later = []
+
+    async def send_later(reply):
+        later.append(reply.text)
+
+    [started] = await core.handle(Event("test", "1", "1001", command="reingest", is_admin=True,
+                                        send_later=send_later))
+    [busy] = await core.handle(Event("test", "1", "1001", command="reingest", is_admin=True))
+    [answer] = await asyncio.wait_for(core.handle(text_event("is the death cap deadly?", chat="2")), 10)
+    await asyncio.wait_for(core._reingest_task, 120)
+    [status] = await core.handle(Event("test", "1", "1001", command="status", is_admin=True))
+    core.close()
+    assert "Re-ingest started" in started.text
+    assert "already running" in busy.text
+    assert "Amanita phalloides" in answer.text  # the bot kept answering meanwhile
+    assert any(t.startswith("Re-ingest: ") for t in later)  # progress reported in the chat
+    assert later[-1].startswith("Re-ingest finished. Built"), later[-1]
+    assert "Index: version 1" in status.text

@@ -99,7 +99,9 @@ def test_when_no_threshold_is_safe_the_model_never_says_edible():
     chosen = tune_thresholds(tuning, LABELS, edibility, 1.0, {})
     safety = SafetyConfig(temperature=1.0, danger_threshold=chosen["danger_threshold"],
                           abstain_min_probability=chosen["abstain_min_probability"],
-                          edible_min_probability=chosen["edible_min_probability"])
+                          edible_min_probability=chosen["edible_min_probability"],
+                          ood_threshold=chosen["ood_threshold"])
     checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
     assert chosen.get("never_edible") and checked["dangerous_errors"] == 0
     assert "edible" not in checked["verdicts"]
+    assert checked["abstention_rate"] > 0.5  # not "deadly" for everything: it abstains instead

@@ -42,6 +42,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "images"
 POISON_COST = 100.0  # a poisonous-or-avoid photo (or an unknown species) called "edible"
 MISSED_EDIBLE_COST = 1.0  # an edible photo not called "edible"
+# Fallback when no threshold is safe: every energy is above this, so decide() always abstains.
+NEVER_EDIBLE_OOD_THRESHOLD = -1e9
 SHARPEN_MARGIN = 1.5  # safety margin: no dangerous error even with probabilities at T / 1.5
 
 # Each edibility class counts as "dangerous if called edible" unless it is plain edible.
@@ -330,8 +332,8 @@ def tune_thresholds(
     }
     grid = {
         "danger_threshold": [0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15],
-        "abstain_min_probability": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95],
-        "edible_min_probability": [0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99],
+        "abstain_min_probability": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98],
+        "edible_min_probability": [0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999],
         "ood_threshold": [None, *val_energy_percentiles.values()],
     }
     best = None
@@ -360,22 +362,15 @@ def tune_thresholds(
                 },
             )
     if best[0][0]:
-        # No setting avoids every dangerous error: never say "edible" (danger_threshold 0 makes
-        # every photo "poisonous"/"unknown"). Costly in missed edibles, but never deadly.
+        # No setting avoids every dangerous error: never say "edible". Photos with real
+        # dangerous mass still get "deadly"/"poisonous"; every other photo abstains (an OOD
+        # threshold no energy can be below), i.e. "not sure: treat it as poisonous".
         log.warning("no threshold setting reaches zero dangerous errors: the model will never say 'edible'")
-        never = called_edible(summaries["calibrated"], 0.0, 1.0, 1.0, None)
+        never = called_edible(summaries["calibrated"], 0.0, 1.0, 1.0, NEVER_EDIBLE_OOD_THRESHOLD)
         missed = int((~never & is_edible).sum())
-        return {
-            "danger_threshold": 0.0,
-            "abstain_min_probability": 0.9,
-            "edible_min_probability": 0.99,
-            "ood_threshold": None,
-            "cost": MISSED_EDIBLE_COST * missed / max(1, n),
-            "dangerous": 0,
-            "dangerous_sharpened": 0,
-            "missed_edible": missed,
-            "never_edible": True,
-        }
+        return {"danger_threshold": 0.05, "abstain_min_probability": 0.98, "edible_min_probability": 0.999,
+                "ood_threshold": NEVER_EDIBLE_OOD_THRESHOLD, "cost": MISSED_EDIBLE_COST * missed / max(1, n),
+                "dangerous": 0, "dangerous_sharpened": 0, "missed_edible": missed, "never_edible": True}
     return best[1]
 
 
@@ -491,6 +486,7 @@ def main(args: CalibrateArguments) -> SafetyConfig:
         "tuning": {
             **{k: v for k, v in checked.items() if k != "verdicts"},
             "dangerous_errors_at_T_over_1.5": chosen["dangerous_sharpened"],
+            "never_edible_fallback": bool(chosen.get("never_edible", False)),
             "examples": {k: int((kinds == k).sum()) for k in ("val", "open_set_species", "synthetic")},
             "labels_in_catalog": f"{catalogued}/{len(labels)}",
             "ood_percentiles": percentiles,
