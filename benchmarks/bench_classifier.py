@@ -181,7 +181,11 @@ def main(args: BenchArgs) -> dict:
     load_before = os.getloadavg()
 
     t0 = time.perf_counter()
-    pipe = pipeline("image-classification", model=str(model_dir), device="cpu")
+    import torch
+
+    # float32 like the Classifier: transformers 5 would otherwise keep fp16 release weights in
+    # fp16 on CPU (slow, and different numbers).
+    pipe = pipeline("image-classification", model=str(model_dir), device="cpu", dtype=torch.float32)
     pipeline_load = time.perf_counter() - t0
     runs = [
         compare(args, model_dir, pipe, int(t), photos_single, photos_batch)

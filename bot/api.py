@@ -470,8 +470,8 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
                            headers={"Retry-After": str(int(LOAD_RETRY_SECONDS))})
         return value
 
-    async def read_photos(uploads: list[UploadFile] | None) -> tuple[list[Any], list[str]]:
-        """Read and decode the uploaded photos, or raise an ApiError naming the bad one."""
+    async def read_photos(uploads: list[UploadFile] | None) -> tuple[list[bytes], list[str]]:
+        """The uploaded photos' bytes and names (decoded later, in the worker thread)."""
         if not uploads:
             raise ApiError(422, "no_image", "Send at least one photo in the multipart field 'image'.")
         if len(uploads) > settings.max_images_per_observation:
@@ -485,8 +485,16 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
             blobs.append(await upload.read(settings.max_image_bytes + 1))
         # Client-chosen names are echoed back (in results and errors): keep them short.
         names = [(upload.filename or f"photo {i + 1}")[:MAX_FILENAME_CHARS] for i, upload in enumerate(uploads)]
-        images = await in_worker_thread(_decode_all, blobs, names, settings)
-        return images, names
+        return blobs, names
+
+    def decode_then(infer):
+        """Decode the photos and run `infer` on them in ONE worker-thread call (one thread hop
+        per request; decoding of one request overlaps the inference of another)."""
+
+        def run(blobs: list[bytes], names: list[str]):
+            return infer(_decode_all(blobs, names, settings))
+
+        return run
 
     @app.post("/v1/identify", responses=ERROR_RESPONSES, dependencies=[Depends(require_api_key)],
               tags=["vision"])
@@ -498,12 +506,12 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
         Returns the vision CLI's JSON: `top_k` (calibrated probabilities), `verdict`,
         `abstained`, `danger_probability` and `model_version`."""
         classifier = need("model")
-        images, names = await read_photos(image)
-        identification = await in_worker_thread(classifier.identify, images)
+        blobs, names = await read_photos(image)
+        identification = await in_worker_thread(decode_then(classifier.identify), blobs, names)
         result = identification.to_dict(image=names)
         result.setdefault("model_version", classifier.version)
-        result["n_images"] = len(images)
-        _count(metrics, [result], len(images))
+        result["n_images"] = len(blobs)
+        _count(metrics, [result], len(blobs))
         return result
 
     @app.post("/v1/identify/each", responses=ERROR_RESPONSES, dependencies=[Depends(require_api_key)],
@@ -513,10 +521,10 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     ) -> dict[str, Any]:
         """Identify each photo separately: `{"results": [...], "model_version": ...}`."""
         classifier = need("model")
-        images, names = await read_photos(image)
-        identifications = await in_worker_thread(classifier.identify_each, images)
+        blobs, names = await read_photos(image)
+        identifications = await in_worker_thread(decode_then(classifier.identify_each), blobs, names)
         results = [ident.to_dict(image=name) for ident, name in zip(identifications, names, strict=True)]
-        _count(metrics, results, len(images))
+        _count(metrics, results, len(blobs))
         return {"results": results, "model_version": classifier.version}
 
     @app.post("/v1/ask", responses=ERROR_RESPONSES, dependencies=[Depends(require_api_key)],

@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from telegram import BotCommand, InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
+from telegram import (
+    BotCommand,
+    BotCommandScopeChat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
 from telegram.constants import ChatAction, ParseMode
 from telegram.ext import (
     AIORateLimiter,
@@ -45,6 +52,10 @@ MENU = [
     BotCommand("sources", "Where my information comes from"),
     BotCommand("about", "The model, the data and the limits"),
     BotCommand("help", "How to use this bot"),
+]
+ADMIN_MENU = MENU + [
+    BotCommand("status", "Model, index, uptime and queue (admins)"),
+    BotCommand("reingest", "Rebuild the knowledge base (admins)"),
 ]
 
 
@@ -79,12 +90,19 @@ class TelegramFrontDoor:
             builder = builder.request(request).get_updates_request(request)
         app = builder.build()
         app.add_handler(CallbackQueryHandler(self.on_button))
-        app.add_handler(MessageHandler(filters.ALL & ~filters.StatusUpdate.ALL, self.on_message))
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & ~filters.StatusUpdate.ALL, self.on_message))
         app.add_error_handler(self.on_error)
         return app
 
     async def _post_init(self, app: Application) -> None:
         await app.bot.set_my_commands(MENU)
+        for admin in self.settings.telegram_admins:
+            # Admins also see the admin commands in their private chat with the bot; this fails
+            # harmlessly for an admin who has not started a chat with it yet.
+            try:
+                await app.bot.set_my_commands(ADMIN_MENU, scope=BotCommandScopeChat(int(admin)))
+            except Exception as exc:
+                log.info("no admin menu for one admin id: %s", exc)
 
     async def _post_shutdown(self, app: Application) -> None:
         await self.drain()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def deadly_model(tmp_path_factory):
-    return tiny_model(str(tmp_path_factory.mktemp("console-models")), "amanita_phalloides")
+    """The tiny model with its ONNX graph shipped inside, so the console process never imports torch."""
+    from vision_model.classifier import Classifier
+
+    root = tmp_path_factory.mktemp("console-models")
+    model = tiny_model(str(root), "amanita_phalloides")
+    exported = Classifier.load(model, backend="onnx", cache_dir=root / "onnx-cache")._runner.path
+    shutil.copy(exported, model / "model.onnx")
+    return model
 
 
 def run_console(tmp_path: Path, model: Path, stdin: str, *extra: str) -> subprocess.CompletedProcess:
@@ -25,7 +33,7 @@ def run_console(tmp_path: Path, model: Path, stdin: str, *extra: str) -> subproc
         "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
         "CHROMA_PATH": str(tmp_path / "chroma"),
         "GUIDES_DIR": str(tmp_path / "guides"),
-        "VISION_BACKEND": "torch",
+        "VISION_BACKEND": "onnx",
     }
     return subprocess.run(
         [sys.executable, "-m", "bot", "console", "--model", str(model), *extra],

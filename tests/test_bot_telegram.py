@@ -107,8 +107,10 @@ async def telegram(tmp_path, deadly_model):
 
 async def test_menu_is_set_at_start(telegram):
     fake, _, _ = telegram
-    [commands] = fake.sent("setMyCommands")
-    assert {"identify", "ask", "lookalikes", "sources", "about", "help"} <= {c["command"] for c in commands["commands"]}
+    everyone, admin = fake.sent("setMyCommands")
+    assert {"identify", "ask", "lookalikes", "sources", "about", "help"} == {c["command"] for c in everyone["commands"]}
+    assert {"status", "reingest"} <= {c["command"] for c in admin["commands"]}
+    assert admin["scope"] == {"type": "chat", "chat_id": ADMIN}
 
 
 async def test_photo_then_follow_up_question_then_button(telegram):

@@ -229,3 +229,17 @@ def test_k8s_secrets_come_from_the_secret_template():
     configmap = next(doc for _, doc in docs if doc["kind"] == "ConfigMap")
     secret_names = {f.alias for f in Settings.model_fields.values() if "SecretStr" in str(f.annotation)}
     assert not secret_names & set(configmap["data"]), "a secret in the ConfigMap"
+
+
+def test_dockerignore_lets_every_copied_path_through():
+    """Each COPY source of the build context is re-included by docker/Dockerfile.dockerignore
+    (which starts by excluding everything), and exists in the repository."""
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+    included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for line in (DOCKER / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("COPY ") or "--from=" in line:
+            continue
+        for source in line.split()[1:-1]:
+            source = source.rstrip("/")
+            assert source in included, f"{source} is excluded from the build context"
+            assert (ROOT / source).exists(), f"{source} does not exist"

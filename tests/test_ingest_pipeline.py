@@ -115,7 +115,7 @@ def test_failed_check_leaves_v1_serving(settings, guides, monkeypatch):
     assert store.list_versions(store.get_client(settings)) == ["guides_v1"]
     assert store.serving_collection_name(settings) == "guides_v1"
     monkeypatch.undo()
-    good = _ingest(settings)  # the failed build left no trace: the next run builds normally
+    good = _ingest(settings, force=True)  # the failed build left no trace: the next run builds normally
     assert good.status == "built" and good.previous == "guides_v1"
 
 

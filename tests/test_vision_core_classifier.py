@@ -144,7 +144,9 @@ def test_batching_does_not_change_results(model_dir, onnx_cache):
     assert [r.verdict for r in each] == [r.verdict for r in singles]
     for a, b in zip(each, singles, strict=True):
         assert [p.label for p in a.top_k] == [p.label for p in b.top_k]
-        np.testing.assert_allclose([p.probability for p in a.top_k], [p.probability for p in b.top_k], atol=1e-5)
+        np.testing.assert_allclose(
+            [p.probability for p in a.top_k], [p.probability for p in b.top_k], atol=1e-5
+        )
 
 
 def test_identification_agrees_with_the_rule(classifier):

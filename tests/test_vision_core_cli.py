@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vision_model.testing import make_tiny_model_dir
+from vision_model.classifier import ensure_onnx
+from vision_model.testing import TINY_IMAGE_SIZE, make_tiny_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +44,8 @@ def setup(tmp_path_factory):
     broken = base / "broken.jpg"
     broken.write_text("this is not a photo", encoding="utf-8")
     env = {"VISION_ONNX_CACHE": str(base / "onnx")}
+    # Export once here, so the CLI runs below find the cached graph (as a deployed bot does).
+    ensure_onnx(model, (TINY_IMAGE_SIZE, TINY_IMAGE_SIZE), base / "onnx")
     return model, photos, str(broken), env
 
 
@@ -50,11 +53,38 @@ def json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("command", [[], ["identify"], ["train"], ["evaluate"], ["export"]])
-def test_help_works_for_every_subcommand(command):
+@pytest.mark.parametrize("command", [[], ["identify"]])
+def test_help_without_heavy_imports(command):
     result = run_cli(*command, "--help", timeout=60)
-    assert result.returncode in (0, 2), result.stderr  # 2: that pipeline module is not written yet
-    assert "usage" in (result.stdout + result.stderr).lower() or "not available" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "usage" in result.stdout.lower()
+
+
+def test_cli_parser_does_not_import_torch():
+    code = (
+        "import sys; from vision_model.__main__ import build_parser; build_parser(); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "calibrate", "export"])
+def test_pipeline_subcommand_help(command, capsys):
+    """In-process (these import torch anyway): --help comes from the training modules' own parsers."""
+    from vision_model.__main__ import main
+
+    try:
+        code = main([command, "--help"])
+    except SystemExit as exc:  # argparse exits after printing the help
+        code = exc.code
+    out = capsys.readouterr()
+    if code == 2:  # that module is not written yet: a clear message, not a traceback
+        assert "not available" in out.err
+    else:
+        assert code == 0 and "usage" in out.out.lower()
 
 
 def test_top_level_help_lists_the_commands():
@@ -84,6 +114,35 @@ def test_json_line_per_image_and_error_line_for_unreadable(setup):
             "unknown",
         }
         assert isinstance(line["abstained"], bool)
+
+
+def test_identify_with_a_cached_graph_does_not_import_torch(setup):
+    """Start-up cost: with the ONNX graph cached, identify needs neither torch nor transformers."""
+    model, photos, _, env = setup
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "vision_model",
+            "identify",
+            "--model",
+            str(model),
+            "--json",
+            photos[0],
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "onnxruntime" in imported
+    assert "torch" not in imported and "transformers" not in imported
 
 
 def test_observation_gives_one_line(setup):

@@ -216,10 +216,12 @@ def onnx_cache_dir() -> Path:
 
 def weights_fingerprint(model_dir: Path) -> str:
     """Hash of everything the exported graph depends on: weights, config, input size, recipe."""
-    import torch
+    from importlib.metadata import version
 
+    # The torch version from package metadata: importing torch here would cost seconds of
+    # start-up in every process that only needs the cached graph.
     digest = hashlib.sha256()
-    digest.update(f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|torch{torch.__version__}".encode())
+    digest.update(f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|torch{version('torch')}".encode())
     for name in ("config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin"):
         path = model_dir / name
         if path.is_file():
