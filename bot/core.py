@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # Questions that need a subject: without a photo or a named species we ask for one.
 _SUBJECT_INTENTS = {"toxicity", "lookalikes", "features", "symptoms", "habitat"}
 PROGRESS_EVERY_S = 15.0
+MAX_BATCH = 16  # photos per identify_each call when messages queue up
 
 
 class UserFacingError(Exception):
@@ -100,6 +101,10 @@ class BotCore:
         self.photos_in_flight = 0
         self._reingest_task: asyncio.Task | None = None
         self._reingest = reingest  # None: ingest.pipeline.reingest (imported when first needed)
+        # Micro-batching of single-photo messages (see _classify).
+        self.max_batch = MAX_BATCH
+        self._pending: list[tuple[Any, asyncio.Future]] = []
+        self._batch_task: asyncio.Task | None = None
 
     # --- construction ------------------------------------------------------------------
     @classmethod
@@ -220,14 +225,17 @@ class BotCore:
         self.photos_in_flight += 1
         try:
             loop = asyncio.get_running_loop()
-            ident = await loop.run_in_executor(self._vision_pool, self._identify_sync, event, photos, notes)
+            images, notes = await loop.run_in_executor(self._vision_pool, self._decode_all, photos, notes)
+            result = await self._classify(images)
+            ident = await loop.run_in_executor(self._vision_pool, self._remember_identification,
+                                               event, result, len(images), notes)
         finally:
             self.photos_in_flight -= 1
         outcome = "abstained" if ident.abstained or ident.verdict == "unknown" else "ok"
         return Outcome([Reply(ident.text, identification_buttons(ident.stored_id))], outcome)
 
-    def _identify_sync(self, event: Event, photos: list[bytes], notes: list[str]) -> _Identified:
-        """Decode, identify as ONE observation, word the reply and remember both (on a vision worker)."""
+    def _decode_all(self, photos: list[bytes], notes: list[str]) -> tuple[list, list[str]]:
+        """Decode every photo safely; skip the bad ones with a note, or fail when none is usable."""
         from vision_model.images import ImageError, decode_image
 
         images, problems = [], []
@@ -243,27 +251,66 @@ class BotCore:
                 "I couldn't read any of those photos. " + str(problems[0][1])
             )
             raise UserFacingError(message, "bad_input")
-        notes = notes + [f"I skipped photo {i}: {exc}" for i, exc in problems]
+        return images, notes + [f"I skipped photo {i}: {exc}" for i, exc in problems]
+
+    def _loaded_classifier(self):
         try:
-            classifier = self.classifier
+            return self.classifier
         except Exception:
             log.exception("could not load the vision model")
             raise UserFacingError(say.MODEL_UNAVAILABLE, "unavailable") from None
+
+    async def _classify(self, images: list):
+        """Identify one observation. Single photos that arrive while the model is busy are batched
+        into one identify_each call (the model is faster per photo in batches); an observation of
+        several photos goes through identify on its own."""
+        from vision_model.images import ImageError
+
+        loop = asyncio.get_running_loop()
+        classifier = self._classifier
+        if classifier is None:
+            classifier = await loop.run_in_executor(self._vision_pool, self._loaded_classifier)
         try:
-            result = classifier.identify(images)
+            if len(images) > 1 or not hasattr(classifier, "identify_each") or self.max_batch <= 1:
+                return await loop.run_in_executor(self._vision_pool, classifier.identify, images)
+            future = loop.create_future()
+            self._pending.append((images[0], future))
+            if self._batch_task is None or self._batch_task.done():
+                self._batch_task = asyncio.create_task(self._run_batches(classifier))
+            return await future
         except ImageError as exc:  # the remote API refused a photo
             raise UserFacingError(str(exc), "bad_input") from None
+
+    async def _run_batches(self, classifier) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            try:
+                results = await loop.run_in_executor(
+                    self._vision_pool, classifier.identify_each, [image for image, _ in batch])
+            except Exception as exc:  # every waiting message gets the error (and so a reply)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+
+    def _remember_identification(self, event: Event, result, photo_count: int, notes: list[str]) -> _Identified:
+        """Word the reply and store the identification with the exchange (one transaction)."""
         labels = [p.label for p in result.top_k]
         probabilities = [float(p.probability) for p in result.top_k]
         verdict, abstained = result.verdict, bool(result.abstained)
         danger = float(result.danger_probability)
-        text = say.identification_text(labels, probabilities, verdict, abstained, danger, len(images),
+        text = say.identification_text(labels, probabilities, verdict, abstained, danger, photo_count,
                                        self.catalog, notes)
         stored_id = self.memory.add_identification(
             event.platform, event.chat_id,
             labels=labels, probabilities=probabilities, verdict=verdict, abstained=abstained,
-            danger_probability=danger, photo_count=len(images), model_version=str(result.model_version),
-            exchange=[("user", event.kind, f"[{len(images)} photo(s)]", None), ("bot", event.kind, text, None)],
+            danger_probability=danger, photo_count=photo_count, model_version=str(result.model_version),
+            exchange=[("user", event.kind, f"[{photo_count} photo(s)]", None), ("bot", event.kind, text, None)],
         )
         return _Identified(stored_id, verdict, abstained, text)
 
@@ -300,7 +347,7 @@ class BotCore:
         species = None
         if ident is not None and (not named or ident.top_label in named or refers_back(question)):
             header = self._photo_header(ident, idents)
-            if ident.abstained or ident.verdict == "unknown" or not ident.top_label:
+            if ident.abstained or not ident.top_label:
                 # No reliable species: do not answer about a guess.
                 text = f"{header}\n\n{say.NOT_RELIABLE}\n\n{say.PHOTO_TIPS}\n\n{say.DISCLAIMER}"
                 await self._io(self._remember_exchange, event, question, text, None)
@@ -328,8 +375,10 @@ class BotCore:
             return f"About {which}:"
         name = say.display_name(ident.top_label, self.catalog)
         guess = f"most likely {name}, {say.percent(ident.probabilities[0])}"
-        if ident.abstained or ident.verdict == "unknown":
+        if ident.abstained:
             guess = f"best guess {name}, not reliable"
+        elif ident.verdict == "unknown":
+            guess += ", but not sure enough to rule out a dangerous species"
         return f"About {which} ({guess}) - verdict for that photo: {say.verdict_line(ident.verdict)}"
 
     def _answer_text(self, answer, header: str) -> tuple[str, list[dict]]:
@@ -424,7 +473,7 @@ class BotCore:
         if not idents:
             return Outcome([Reply(say.NEED_PHOTO)], "no_photo")
         last = idents[-1]
-        if last.abstained or last.verdict == "unknown":
+        if last.abstained:
             text = say.NOT_RELIABLE + "\n\n" + self._lookalikes_for(last.top_label)
             return Outcome([Reply(text)], "abstained")
         return Outcome([Reply(self._lookalikes_for(last.top_label))])

@@ -137,30 +137,36 @@ def identification_text(
 ) -> str:
     parts: list[str] = []
     photos = f" ({photo_count} photos, one observation)" if photo_count > 1 else ""
-    unreliable = abstained or verdict == "unknown" or not labels
-    if unreliable:
+    if abstained or not labels:
+        # The model is not confident about any species: guesses only, and the safe verdict.
         parts.append(NOT_RELIABLE)
         if labels:
             parts.append(f"My best guesses{photos} - not reliable:\n" + top_guesses(labels, probabilities, catalog))
         parts.append(f"Verdict: {verdict_line('unknown')}")
-        top = labels[0] if labels else None
-        if top:
-            # Even an unreliable guess can point at a deadly genus worth checking.
-            dangers = dangerous_lookalikes(top, catalog)
-            if dangers:
-                parts.append("**Deadly or poisonous lookalikes:**\n" + "\n".join(f"• {d}" for d in dangers))
+        dangers = dangerous_lookalikes(labels[0], catalog) if labels else []
+        if dangers:  # even an unreliable guess can point at a deadly lookalike worth knowing
+            parts.append("**Deadly or poisonous lookalikes:**\n" + "\n".join(f"• {d}" for d in dangers))
         parts.append(PHOTO_TIPS)
     else:
         top = labels[0]
+        if verdict == "unknown":
+            # Confident enough to name a species, not to rule out a dangerous one.
+            parts.append(NOT_RELIABLE)
         parts.append(f"**Most likely{photos}:**\n" + top_guesses(labels, probabilities, catalog))
         parts.append(f"Verdict: {verdict_line(verdict)}")
-        if verdict in DANGEROUS and catalog.edibility(top) not in DANGEROUS:
+        top_class = catalog.edibility(top)
+        if verdict in DANGEROUS and top_class not in DANGEROUS:
             parts.append(
                 f"Dangerous species hold {percent(danger_probability)} of the probability, "
                 "so this photo gets the dangerous verdict even though the top guess is not."
             )
+        elif verdict == "unknown":
+            parts.append(
+                "I can't rule out a dangerous species from this photo (or my catalog lacks this one), "
+                "so the verdict stays: treat it as poisonous."
+            )
         profile = catalog.get(top)
-        if profile and verdict == catalog.edibility(top):
+        if profile and verdict == top_class:
             parts.append(profile.edibility_note)
         checks = features_to_check(top, catalog)
         if checks:
@@ -168,6 +174,8 @@ def identification_text(
         dangers = dangerous_lookalikes(top, catalog)
         if dangers:
             parts.append("**Deadly or poisonous lookalikes:**\n" + "\n".join(f"• {d}" for d in dangers))
+        if verdict == "unknown":
+            parts.append(PHOTO_TIPS)
     parts.extend(notes)
     parts.append(DISCLAIMER)
     return "\n\n".join(parts)

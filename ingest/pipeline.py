@@ -211,7 +211,7 @@ def reingest(
     """Build and switch to a new knowledge-base version; see the module docstring.
 
     sources: files/folders of guides (default: settings.guides_dir). The species catalog
-    (`catalog`, default `default_catalog()`) is ingested too unless include_catalog=False; it is
+    (`catalog`, default: knowledge_base/catalog read afresh) is ingested too unless include_catalog=False; it is
     always used to map guide names to labels. Never raises for ingest problems: the returned
     report has status "built", "unchanged", "failed" (with `error`) or "busy".
     """
@@ -237,7 +237,7 @@ def _no_progress(done: int, total: int, stage: str) -> None:
 
 def _reingest_locked(settings, report: IngestReport, sources, progress: Progress, force: bool, catalog,
                      include_catalog: bool) -> None:
-    from knowledge_base.catalog import default_catalog
+    from knowledge_base.catalog import load_catalog
 
     timer = time.perf_counter()
 
@@ -256,7 +256,9 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
     progress(0, max(len(paths), 1), "load")
     loaded = load_paths(paths)
     report.skipped = [{"path": s.path, "reason": s.reason} for s in loaded.skipped]
-    catalog = catalog if catalog is not None else default_catalog()
+    # Read fresh from disk (not the process-wide cached default_catalog()): a long-running bot's
+    # /reingest must pick up catalog files added since it started.
+    catalog = catalog if catalog is not None else load_catalog()
     catalog_docs = catalog_documents(catalog) if include_catalog else []
     progress(max(len(paths), 1), max(len(paths), 1), "load")
     lap("load")

@@ -119,13 +119,24 @@ def excerpt(text: str, names: list[str] | tuple[str, ...] = (), width: int = 260
     for name in names:
         pos = lowered.find(name.lower()) if name else -1
         if pos >= 0:
-            sentence_start = max(lowered.rfind(". ", 0, pos) + 2, 0) if lowered.rfind(". ", 0, pos) >= 0 else 0
-            start = sentence_start
+            start = lowered.rfind(". ", 0, pos) + 2 if lowered.rfind(". ", 0, pos) >= 0 else 0
             break
+    else:
+        # Chunks often begin mid-sentence: start at the first full sentence if one begins early.
+        if clean[:1].islower():
+            boundary = clean.find(". ", 0, 160)
+            if boundary >= 0:
+                start = boundary + 2
     piece = clean[start:start + width]
     if start + width < len(clean):
         piece = piece.rsplit(" ", 1)[0] + " ..."
     return ("... " if start > 0 else "") + piece
+
+
+def short_title(title: str, limit: int = 60) -> str:
+    """'Studies of American Fungi. Mushrooms, Edible, ... (2nd ed.; ...)' -> 'Studies of American Fungi'."""
+    short = re.split(r"\s\(|\. ", title, maxsplit=1)[0].strip()
+    return short if len(short) <= limit else short[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _join(items: list[str]) -> str:
@@ -238,7 +249,7 @@ class Answerer:
         strong = [p for p in guide if (p.similarity or 0.0) >= MIN_EVIDENCE_SIMILARITY]
         if not strong:
             return Answer(" ".join(prefix + [WEAK_EVIDENCE, ASK_WHICH]), None, None, [], True), passages
-        quotes = " ".join(f"\"{excerpt(p.text, width=220)}\" ({p.title})" for p in strong[:2])
+        quotes = " ".join(f"\"{excerpt(p.text, width=220)}\" ({short_title(p.title)})" for p in strong[:2])
         text = " ".join(prefix + [
             "From the field guides in my library (old texts: their edibility advice can be outdated):",
             quotes, EXPERT_RULE])

@@ -74,6 +74,14 @@ def evaluate(answerer: Answerer, questions: list[dict], k: int = 5, progress: bo
         if gold and not item["abstain"]:
             rank = next((i for i, p in enumerate(passages[:k], start=1)
                          if any(is_relevant(p, g, catalog) for g in item["species_set"])), None)
+        # The same question without the species filter: how well retrieval alone finds the species.
+        raw_rank = None
+        if gold and not item["abstain"] and answerer.retriever is not None and len(answerer.retriever):
+            plain = answerer.retriever.search(item["q"], k=k)
+            raw_rank = next((i for i, p in enumerate(plain, start=1)
+                             if any(is_relevant(p, g, catalog) for g in item["species_set"])), None)
+        guide_hit = any(p.kind == "guide" and any(is_relevant(p, g, catalog) for g in item["species_set"])
+                        for p in passages[:k]) if gold and not item["abstain"] else None
         text = answer.answer.lower()
         facts_found = [f for f in item["facts"] if f.lower() in text]
         rows.append({
@@ -83,7 +91,8 @@ def evaluate(answerer: Answerer, questions: list[dict], k: int = 5, progress: bo
             "verdict_ok": (answer.verdict in item["verdicts"]) if item["verdicts"] else None,
             "gold_abstain": item["abstain"], "abstained": answer.abstained,
             "facts": item["facts"], "facts_missing": [f for f in item["facts"] if f not in facts_found],
-            "relevant_rank": rank, "retrieved": len(passages),
+            "relevant_rank": rank, "relevant_rank_unfiltered": raw_rank, "guide_passage_cited": guide_hit,
+            "retrieved": len(passages),
             "permission_to_eat": gives_permission_to_eat(answer.answer),
             "first_aid_ok": has_first_aid(answer.answer) if answer.verdict in DANGEROUS else None,
             "latency_s": round(latency, 4),
@@ -110,6 +119,12 @@ def summarise(rows: list[dict], k: int, has_index: bool) -> dict:
         f"retrieval_recall@{k}": _ratio([r["relevant_rank"] is not None for r in retrieval]) if has_index else None,
         "retrieval_mrr": (round(statistics.fmean(1.0 / r["relevant_rank"] if r["relevant_rank"] else 0.0
                                                  for r in retrieval), 4) if has_index and retrieval else None),
+        f"retrieval_recall@{k}_unfiltered": (_ratio([r["relevant_rank_unfiltered"] is not None for r in retrieval])
+                                              if has_index else None),
+        "retrieval_mrr_unfiltered": (round(statistics.fmean(
+            1.0 / r["relevant_rank_unfiltered"] if r["relevant_rank_unfiltered"] else 0.0 for r in retrieval), 4)
+            if has_index and retrieval else None),
+        "guide_passage_in_top5": _ratio([r["guide_passage_cited"] for r in retrieval]) if has_index else None,
         "species_accuracy": _ratio([r["species_ok"] for r in answerable if r["gold_species"]]),
         "verdict_accuracy": _ratio([r["verdict_ok"] for r in verdicts]),
         "verdict_accuracy_deadly": _ratio([r["verdict_ok"] for r in deadly]),

@@ -108,6 +108,12 @@ class SpeciesResolver:
         self.catalog = catalog
         self.fuzzy_threshold = fuzzy_threshold
         self._names = catalog.name_index  # normalised name -> label
+        # Possessives: "Caesar's mushroom" normalises to "caesar s mushroom"; people also type
+        # "caesars mushroom" or "caesar mushroom".
+        for name, label in list(self._names.items()):
+            if " s " in f"{name} ":
+                for variant in (re.sub(r"(\w) s\b", r"\1s", name), re.sub(r" s\b", "", name)):
+                    self._names.setdefault(variant, label)
         self._max_words = max((len(n.split()) for n in self._names), default=1)
         # Genera the catalog knows, incl. old genera of synonyms ("amanitopsis", "coprinus").
         self._genera = {n.split()[0] for n in self._names if len(n.split()) >= 2 and n.split()[0] != "the"}

@@ -39,13 +39,20 @@ def bomb_png(width=30_000, height=30_000) -> bytes:
 
 
 @cache
-def tiny_model(root: str, favour: str | None, unknown_labels: bool = False) -> Path:
-    """A tiny model favouring one label (every photo -> that label), cached per test session."""
-    from vision_model.testing import make_tiny_model_dir
+def tiny_model(root: str, favour: str | None, unknown_labels: bool = False, always_abstain: bool = False) -> Path:
+    """A tiny model favouring one label (every photo -> that label), cached per test session.
 
-    name = "unknown" if unknown_labels else (favour or "random")
+    unknown_labels: labels the catalog lacks (verdict "unknown"); always_abstain: a safety.json
+    whose confidence bar no photo reaches (abstained=True).
+    """
+    from vision_model.testing import make_tiny_model_dir
+    from vision_model.verdict import SafetyConfig
+
+    name = "unknown" if unknown_labels else "abstain" if always_abstain else (favour or "random")
     labels = ["xylaria_notinthecatalog", "mycena_notinthecatalog"] if unknown_labels else None
-    return make_tiny_model_dir(Path(root) / name, labels=labels, favour=favour)
+    safety = SafetyConfig(version="tiny-test", abstain_min_probability=1.0, danger_threshold=1.0) \
+        if always_abstain else None
+    return make_tiny_model_dir(Path(root) / name, labels=labels, favour=favour, safety=safety)
 
 
 @cache

@@ -20,6 +20,8 @@ def models(tmp_path_factory):
         "deadly": tiny_model(root, "amanita_phalloides"),
         "edible": tiny_model(root, "boletus_edulis"),
         "unknown": tiny_model(root, None, unknown_labels=True),
+        "abstain": tiny_model(root, None, always_abstain=True),
+        "random": tiny_model(root, None),
     }
 
 
@@ -58,14 +60,19 @@ async def test_edible_is_never_permission_to_eat(tmp_path, models):
     assert "reportedly edible - never eat on the word of an app" in reply.text.lower()
 
 
-async def test_unknown_species_says_treat_as_poisonous_with_photo_tips(tmp_path, models):
-    core = make_core(make_settings(tmp_path), models["unknown"])
+@pytest.mark.parametrize("model", ["unknown", "abstain"])
+async def test_unknown_or_abstained_says_treat_as_poisonous_with_photo_tips(tmp_path, models, model):
+    core = make_core(make_settings(tmp_path), models[model])
     [reply] = await core.handle(photo_event())
     [answer] = await core.handle(text_event("is it edible?"))
     core.close()
     assert "I can't identify this reliably: treat it as poisonous" in reply.text
+    assert "UNKNOWN - treat it as poisonous" in reply.text
     assert "stem" in reply.text and "size reference" in reply.text
-    assert "treat it as poisonous" in answer.text  # no answer about an unreliable guess
+    assert "treat it as poisonous" in answer.text
+    assert "reportedly edible" not in reply.text.lower() + answer.text.lower()
+    if model == "abstain":
+        assert "not reliable" in reply.text and "not reliable" in answer.text  # no answer about a guess
 
 
 async def test_follow_ups_resolve_to_the_right_photo_across_a_restart(tmp_path, models):
@@ -242,3 +249,22 @@ async def test_admin_reingest_runs_in_the_background_and_reports(tmp_path, model
     assert any(t.startswith("Re-ingest: ") for t in later)  # progress reported in the chat
     assert later[-1].startswith("Re-ingest finished. Built"), later[-1]
     assert "Index: version 1" in status.text
+
+
+async def test_concurrent_single_photos_are_batched_but_each_gets_its_own_result(tmp_path, models):
+    from bot_support import load_classifier
+
+    from bot.memory import ChatMemory
+
+    classifier = load_classifier(str(models["random"]))
+    photos = [jpeg((40 * i, 255 - 30 * i, (90 * i) % 256), size=(80 + 8 * i, 96)) for i in range(6)]
+    expected = [classifier.identify([p]).top_k[0].label for p in photos]
+    assert len(set(expected)) > 1  # the photos really are told apart by the random model
+    core = make_core(make_settings(tmp_path), models["random"])
+    await asyncio.gather(*(core.handle(Event("test", f"chat{i}", f"user{i}", photos=[p]))
+                           for i, p in enumerate(photos)))
+    core.close()
+    memory = ChatMemory(make_settings(tmp_path).database_url)
+    got = [memory.recent_identifications("test", f"chat{i}")[0].top_label for i in range(len(photos))]
+    memory.close()
+    assert got == expected
