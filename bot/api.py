@@ -22,6 +22,7 @@ already uses several cores per call and more parallel calls only add latency.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import logging
 import math
@@ -186,6 +187,10 @@ class ApiMetrics:
         self.verdicts = Counter(
             "mushroom_api_verdicts", "Identification verdicts returned.", ["verdict"], registry=self.registry,
         )
+        self.batch_size = Histogram(
+            "mushroom_api_batch_size", "Single-photo requests run together in one model call.",
+            registry=self.registry, buckets=(1, 2, 4, 8, 16, 32),
+        )
         self.ready = Gauge(
             "mushroom_api_ready", "1 when the component is loaded.", ["component"], registry=self.registry,
         )
@@ -221,6 +226,69 @@ class MetricsMiddleware:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.requests.labels(route, scope.get("method", ""), str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+# --- batching ---------------------------------------------------------------------------
+
+
+class MicroBatcher:
+    """Runs single-photo identifications that arrive while the model is busy together, in one
+    `identify_each` call.
+
+    One batch through the network costs much less than the same photos one at a time (ONNX
+    Runtime on 2 cores: about 29 photos/s at batch 16 against 20 at batch 1). There is no
+    timer: a batch is whatever queued up during the previous model call, so at low load a
+    request never waits for company. For one photo, `identify_each` and `identify` compute the
+    same thing (the calibrated probabilities and the verdict of that photo).
+    """
+
+    def __init__(self, get_classifier, metrics: ApiMetrics, max_batch: int = 16) -> None:
+        self.get_classifier = get_classifier
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def identify(self, image: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker.done() or self._loop is not loop:
+            # (Re)start on this event loop (a test client may run each request on a new loop).
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._worker = loop.create_task(self._run(self._queue), name="api-micro-batcher")
+        future = loop.create_future()
+        self._queue.put_nowait((image, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._worker is not None and self._loop is asyncio.get_running_loop():
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._worker = None
+
+    async def _run(self, queue: asyncio.Queue) -> None:
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            batch = [(image, future) for image, future in batch if not future.done()]  # skip cancelled
+            if not batch:
+                continue
+            self.metrics.batch_size.observe(len(batch))
+            try:
+                results = await anyio.to_thread.run_sync(self.get_classifier().identify_each,
+                                                         [image for image, _ in batch])
+            except Exception as error:  # noqa: BLE001 - every waiting request gets the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
 
 
 # --- loaded components ------------------------------------------------------------------
@@ -433,12 +501,15 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     metrics = ApiMetrics()
     components = Components(settings, metrics, classifier=classifier, answerer=answerer)
 
+    batcher = MicroBatcher(lambda: components.classifier, metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         components.start()
         try:
             yield
         finally:
+            await batcher.close()
             components.stop()
 
     app = FastAPI(
@@ -451,6 +522,7 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     app.state.settings = settings
     app.state.components = components
     app.state.metrics = metrics
+    app.state.batcher = batcher
     # Added last = outermost: metrics also count the 413s of the body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_request_bytes(settings))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -507,7 +579,12 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
         `abstained`, `danger_probability` and `model_version`."""
         classifier = need("model")
         blobs, names = await read_photos(image)
-        identification = await in_worker_thread(decode_then(classifier.identify), blobs, names)
+        if len(blobs) == 1:
+            # One photo: decoded in a worker thread, then batched with concurrent requests.
+            decoded = await in_worker_thread(_decode_all, blobs, names, settings)
+            identification = await batcher.identify(decoded[0])
+        else:
+            identification = await in_worker_thread(decode_then(classifier.identify), blobs, names)
         result = identification.to_dict(image=names)
         result.setdefault("model_version", classifier.version)
         result["n_images"] = len(blobs)

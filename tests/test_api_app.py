@@ -316,3 +316,50 @@ def test_cli_help_exits_cleanly(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "--port" in capsys.readouterr().out
+
+
+# --- batching of concurrent single-photo requests -----------------------------------------
+
+
+def top_labels(result: dict) -> list[tuple[str, float]]:
+    return [(p["label"], round(p["probability"], 4)) for p in result["top_k"]]
+
+
+async def test_concurrent_requests_each_get_their_own_result(tmp_path, classifier, answerer):
+    """Many single-photo requests at once (batched together inside) each get the result of
+    their own photo, the same as the local classifier gives for it."""
+    import asyncio
+
+    import httpx
+
+    app = create_app(api_settings(tmp_path), classifier=classifier, answerer=answerer)
+    photos = [photo_bytes(seed) for seed in range(50, 62)]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        responses = await asyncio.gather(*(client.post("/v1/identify", files=files(p)) for p in photos))
+        metrics = (await client.get("/metrics")).text
+    await app.state.batcher.close()
+    for photo, response in zip(photos, responses, strict=True):
+        assert response.status_code == 200
+        local = classifier.identify([photo]).to_dict()
+        assert top_labels(response.json())[:2] == top_labels(local)[:2]
+        assert response.json()["verdict"] == local["verdict"]
+    assert f"mushroom_api_batch_size_sum {float(len(photos))}" in metrics
+
+
+async def test_micro_batcher_runs_queued_photos_in_one_call(classifier):
+    import asyncio
+
+    from bot.api import ApiMetrics, MicroBatcher
+    from vision_model.images import decode_image
+
+    metrics = ApiMetrics()
+    batcher = MicroBatcher(lambda: classifier, metrics, max_batch=16)
+    images = [decode_image(photo_bytes(seed)) for seed in range(70, 76)]
+    results = await asyncio.gather(*(batcher.identify(image) for image in images))
+    await batcher.close()
+    # All six were queued before the worker first ran: one model call of six.
+    assert metrics.registry.get_sample_value("mushroom_api_batch_size_count") == 1
+    assert metrics.registry.get_sample_value("mushroom_api_batch_size_sum") == 6
+    expected = classifier.identify_each(images)
+    assert [r.to_dict() for r in results] == [e.to_dict() for e in expected]
