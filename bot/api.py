@@ -15,8 +15,9 @@ Endpoints (JSON; errors are always {"error": <code>, "detail": <sentence>}):
 The model and the index load once, in a background thread started by the lifespan, so
 /healthz answers while a large model is still loading and orchestrators do not kill the pod
 for being slow to start; /readyz keeps traffic away until both are in. Inference runs in
-worker threads (never on the event loop), at most `WORKER_THREADS` at a time, because torch
-already uses several cores per call and more parallel calls only add latency.
+worker threads (never on the event loop), at most `WORKER_THREADS` at a time, because the
+model already uses several cores per call and more parallel calls only add latency; single
+photos that arrive while the model is busy are batched into one call (MicroBatcher).
 """
 
 from __future__ import annotations

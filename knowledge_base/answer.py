@@ -28,7 +28,7 @@ from knowledge_base.resolve import (
 from knowledge_base.resolve import (
     FIRST_AID as FIRST_AID_INTENT,
 )
-from knowledge_base.retrieval import HybridRetriever, Passage
+from knowledge_base.retrieval import HybridRetriever, Passage, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,22 @@ _HISTORICAL_EDIBLE = re.compile(r"\b(edible|esculent|eaten|eating it|good to eat
                                 r"without harm|harmless|food)\b", re.I)
 _HISTORICAL_AGREES = re.compile(r"\b(they are right|already called it|correctly|rightly|never a recognised food|"
                                 r"(mistake|mistaken|confused) (it )?(for|with) an edible)\b", re.I)
-# A passage this similar to the question (cosine) counts as evidence for questions without a species.
+# A passage counts as evidence for a question without a species when it is this similar (cosine)
+# and contains this share of the question's content words.
 MIN_EVIDENCE_SIMILARITY = 0.45
+MIN_EVIDENCE_COVERAGE = 0.5
+_GENERIC_WORDS = frozenset(tokenize("mushroom mushrooms fungus fungi toadstool toadstools wild kind kinds type "
+                                    "types species thing things good best tell know explain"))
+_WHICH_ARE_DEADLY = re.compile(r"\b(which|what|list|name)\b.{0,20}\b(mushrooms|species|fungi|ones|toadstools)\b"
+                               r".{0,30}\b(deadly|lethal|fatal|kill|most dangerous)", re.I)
+
+
+def lexical_coverage(question: str, passage: str) -> float:
+    """Share of the question's content words (minus generic fungus words) found in the passage."""
+    words = set(tokenize(question)) - _GENERIC_WORDS
+    if not words:
+        return 0.0
+    return len(words & set(tokenize(passage))) / len(words)
 
 
 @dataclass
@@ -241,12 +255,25 @@ class Answerer:
                                       "If you know which mushroom it was, tell me its name and I'll tell you "
                                       "what is known about its poisoning."])
             return Answer(text, None, None, [], False), []
+        if res.intent == TOXICITY and _WHICH_ARE_DEADLY.search(res.question):
+            deadly = sorted((p for p in self.catalog.profiles.values() if p.edibility == "deadly"),
+                            key=lambda p: p.scientific_name)
+            if deadly:
+                names = ", ".join(p.display_name for p in deadly[:15])
+                more = f" and {len(deadly) - 15} more" if len(deadly) > 15 else ""
+                text = " ".join(prefix + [f"Deadly species in my catalog include: {names}{more}.",
+                                          "Treat any mushroom you cannot identify with certainty as possibly deadly.",
+                                          EXPERT_RULE])
+                return Answer(text, None, None, [], False), []
         if res.intent in (TOXICITY, SYMPTOMS) or re.search(r"\b(it|this|that|this one|mine)\b", res.question, re.I):
             return Answer(" ".join(prefix + [ASK_WHICH, EXPERT_RULE]), None, None, [], True), []
         # A general question about fungi: answer from the guides if they clearly cover it.
         passages = self.retrieve(res.question)
         guide = [p for p in passages if p.kind != "catalog"] or passages
-        strong = [p for p in guide if (p.similarity or 0.0) >= MIN_EVIDENCE_SIMILARITY]
+        # Every mushroom sentence is fairly close to every other one in embedding space, so evidence
+        # also needs the question's own content words in the passage.
+        strong = [p for p in guide if (p.similarity or 0.0) >= MIN_EVIDENCE_SIMILARITY
+                  and lexical_coverage(res.question, p.text) >= MIN_EVIDENCE_COVERAGE]
         if not strong:
             return Answer(" ".join(prefix + [WEAK_EVIDENCE, ASK_WHICH]), None, None, [], True), passages
         quotes = " ".join(f"\"{excerpt(p.text, width=220)}\" ({short_title(p.title)})" for p in strong[:2])

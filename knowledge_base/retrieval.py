@@ -112,11 +112,17 @@ class HybridRetriever:
         return len(self.documents)
 
     # --- the two searches --------------------------------------------------------------------
-    def _vector(self, query: str, n: int, species: str | None) -> list[tuple[Document, float]]:
+    def _embed(self, query: str) -> list[float] | None:
         if self.store is None or not self.documents:
+            return None
+        return self.store.embeddings.embed_query(query)
+
+    def _vector(self, embedding: list[float] | None, n: int, species: str | None) -> list[tuple[Document, float]]:
+        if embedding is None:
             return []
         where = {"species": species} if species else None
-        pairs = self.store.similarity_search_with_score(query, k=n, filter=where)
+        # langchain_chroma returns (document, distance) here despite the method's name.
+        pairs = self.store.similarity_search_by_vector_with_relevance_scores(embedding, k=n, filter=where)
         return [(doc, self._to_cosine(dist)) for doc, dist in pairs]
 
     def _lexical(self, query: str, n: int, species: str | None) -> list[tuple[Document, float]]:
@@ -139,11 +145,12 @@ class HybridRetriever:
         of its `names` (Latin name, synonyms) top the list up: old guides often discuss a species
         under another heading.
         """
-        passages = self._fuse(query, species, k)
+        embedding = self._embed(query)  # once: the top-up below reuses it
+        passages = self._fuse(query, species, k, embedding)
         if species and len(passages) < k and names:
             lowered = [n.lower() for n in names if n]
             seen = {p.key for p in passages}
-            for p in self._fuse(f"{query} {' '.join(names)}", None, self.candidates):
+            for p in self._fuse(f"{query} {' '.join(names)}", None, self.candidates, embedding):
                 text = p.text.lower()
                 if p.key not in seen and any(n in text for n in lowered):
                     passages.append(p)
@@ -152,10 +159,10 @@ class HybridRetriever:
                     break
         return passages[:k]
 
-    def _fuse(self, query: str, species: str | None, k: int) -> list[Passage]:
+    def _fuse(self, query: str, species: str | None, k: int, embedding: list[float] | None) -> list[Passage]:
         n = max(self.candidates, k)
         fused: dict[str, Passage] = {}
-        for source, results in (("vector", self._vector(query, n, species)),
+        for source, results in (("vector", self._vector(embedding, n, species)),
                                 ("bm25", self._lexical(query, n, species))):
             for rank, (doc, raw) in enumerate(results, start=1):
                 probe = Passage(doc.page_content, dict(doc.metadata), 0.0)
@@ -170,5 +177,5 @@ class HybridRetriever:
 
     def best_similarity(self, query: str) -> float:
         """Cosine similarity of the nearest chunk in the whole collection (0 when empty)."""
-        hits = self._vector(query, 1, None)
+        hits = self._vector(self._embed(query), 1, None)
         return hits[0][1] if hits else 0.0

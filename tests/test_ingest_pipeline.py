@@ -50,6 +50,11 @@ def test_reingest_builds_v1_then_v2_and_moves_alias(settings, guides):
 
     hits = store.open_serving(settings).similarity_search("fly agaric red cap with white warts", k=3)
     assert "amanita_muscaria" in {d.metadata["species"] for d in hits}
+    # a raw chroma query by text goes through our embedding function, never chroma's default model
+    raw = store.get_collection(store.get_client(settings), "guides_v1").query(
+        query_texts=["fly agaric red cap with white warts"], n_results=3, include=["metadatas"]
+    )
+    assert "amanita_muscaria" in {m["species"] for m in raw["metadatas"][0]}
 
     (guides / "notes.md").write_text("# More notes\n\n=Coprinus micaceus= Fr.--Glistening inkcap on stumps.\n")
     second = _ingest(settings)

@@ -182,3 +182,10 @@ def test_catalog_only_answerer_still_answers(catalog):
 ])
 def test_permission_detector(text, expected):
     assert gives_permission_to_eat(text) is expected
+
+
+def test_which_are_deadly_lists_the_catalogs_deadly_species(answerer, catalog):
+    answer = answerer.ask("Which mushrooms are deadly?")
+    assert not answer.abstained and answer.verdict is None
+    for p in catalog.profiles.values():
+        assert (p.scientific_name in answer.answer) is (p.edibility == "deadly")

@@ -1,0 +1,44 @@
+"""The bundled release (vision_model/release) and the real-data split it was trained on."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vision_model.release import BUNDLED_MODEL_DIR, MAX_RELEASE_BYTES, read_labels, release_size_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS_GE2 = [line.strip() for line in (ROOT / "docs" / "vision_labels_ge2.txt").read_text().splitlines() if line.strip()]
+
+needs_release = pytest.mark.skipif(
+    not (BUNDLED_MODEL_DIR / "config.json").is_file(), reason="the bundled release has not been built"
+)
+
+
+@needs_release
+def test_release_covers_every_species_with_two_photos_and_fits_the_budget():
+    assert sorted(read_labels(BUNDLED_MODEL_DIR)) == sorted(LABELS_GE2)
+    assert release_size_bytes(BUNDLED_MODEL_DIR) <= MAX_RELEASE_BYTES
+    for name in ("model.safetensors", "preprocessor_config.json", "safety.json", "MODEL_CARD.md", "metrics.json"):
+        assert (BUNDLED_MODEL_DIR / name).is_file(), name
+
+
+@needs_release
+def test_release_safety_was_tuned_with_zero_dangerous_errors_and_card_states_the_licence():
+    safety = json.loads((BUNDLED_MODEL_DIR / "safety.json").read_text())
+    assert safety["temperature"] > 0
+    assert safety["tuning"]["dangerous_errors"] == 0
+    assert safety["tuning"]["dangerous_errors_at_T_over_1.5"] == 0
+    card = (BUNDLED_MODEL_DIR / "MODEL_CARD.md").read_text()
+    assert "non-commercial" in card and "python -m vision_model train" in card
+
+
+@pytest.mark.shared
+def test_real_photo_split_is_deterministic_and_keeps_every_label(shared_data):
+    from vision_model.data import scan_image_folder, split_samples
+
+    folder = scan_image_folder(shared_data / "images", min_photos=2, verify=False)
+    assert folder.labels == sorted(LABELS_GE2)
+    a, b = split_samples(folder.samples, seed=0), split_samples(folder.samples, seed=0)
+    assert [s.path for s in a.test] == [s.path for s in b.test]
+    assert {s.label for s in a.train} == set(LABELS_GE2)  # every species has a training photo
