@@ -13,9 +13,20 @@ from vision_model.calibrate import (
 )
 from vision_model.verdict import SafetyConfig, energy_score, softmax
 
-LABELS = ["amanita_phalloides", "amanita_muscaria", "boletus_edulis", "cantharellus_cibarius", "fomes_fomentarius"]
-EDIBILITY = {"amanita_phalloides": "deadly", "amanita_muscaria": "poisonous", "boletus_edulis": "edible",
-             "cantharellus_cibarius": "edible", "fomes_fomentarius": "inedible"}
+LABELS = [
+    "amanita_phalloides",
+    "amanita_muscaria",
+    "boletus_edulis",
+    "cantharellus_cibarius",
+    "fomes_fomentarius",
+]
+EDIBILITY = {
+    "amanita_phalloides": "deadly",
+    "amanita_muscaria": "poisonous",
+    "boletus_edulis": "edible",
+    "cantharellus_cibarius": "edible",
+    "fomes_fomentarius": "inedible",
+}
 
 
 def edibility(label: str) -> str:
@@ -50,7 +61,9 @@ def test_temperature_scaling_reduces_nll_and_ece_on_an_overconfident_set():
     t = fit_temperature(logits, targets)
     assert t > 1.5  # overconfident -> soften
     assert nll(logits, targets, t) < nll(logits, targets) * 0.8
-    assert expected_calibration_error(softmax(logits, t), targets) < expected_calibration_error(softmax(logits), targets)
+    assert expected_calibration_error(softmax(logits, t), targets) < expected_calibration_error(
+        softmax(logits), targets
+    )
     # And it does not make things worse on already calibrated data.
     held_logits, held_targets = overconfident_logits(600, seed=1)
     assert nll(held_logits, held_targets, t) < nll(held_logits, held_targets)
@@ -67,10 +80,13 @@ def test_threshold_tuning_gives_zero_dangerous_errors_on_its_set():
 
     energies = energy_score(logits, t)
     chosen = tune_thresholds(tuning, LABELS, edibility, t, {"p95": float(np.percentile(energies, 95))})
-    safety = SafetyConfig(temperature=t, danger_threshold=chosen["danger_threshold"],
-                          abstain_min_probability=chosen["abstain_min_probability"],
-                          edible_min_probability=chosen["edible_min_probability"],
-                          ood_threshold=chosen["ood_threshold"])
+    safety = SafetyConfig(
+        temperature=t,
+        danger_threshold=chosen["danger_threshold"],
+        abstain_min_probability=chosen["abstain_min_probability"],
+        edible_min_probability=chosen["edible_min_probability"],
+        ood_threshold=chosen["ood_threshold"],
+    )
     checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
 
     assert checked["dangerous_errors"] == 0 == chosen["dangerous"]
@@ -80,7 +96,9 @@ def test_threshold_tuning_gives_zero_dangerous_errors_on_its_set():
     assert checked["missed_edible"] == chosen["missed_edible"] < n_edible
     assert "edible" in checked["verdicts"]
     # The naive thresholds (no danger margin) would have produced dangerous errors here.
-    naive = SafetyConfig(temperature=t, danger_threshold=1.0, abstain_min_probability=0.0, edible_min_probability=0.0)
+    naive = SafetyConfig(
+        temperature=t, danger_threshold=1.0, abstain_min_probability=0.0, edible_min_probability=0.0
+    )
     assert evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, naive)["dangerous_errors"] > 0
 
 
@@ -95,12 +113,17 @@ def test_when_no_threshold_is_safe_the_model_never_says_edible():
     logits, targets = overconfident_logits(300, seed=5, scale=14.0)
     rng = np.random.default_rng(6)
     targets = rng.integers(0, len(LABELS), len(targets))  # labels unrelated to the logits
-    tuning = build_tuning_set(logits, [LABELS[i] for i in targets], LABELS, edibility, set(), np.zeros((0, 5)))
+    tuning = build_tuning_set(
+        logits, [LABELS[i] for i in targets], LABELS, edibility, set(), np.zeros((0, 5))
+    )
     chosen = tune_thresholds(tuning, LABELS, edibility, 1.0, {})
-    safety = SafetyConfig(temperature=1.0, danger_threshold=chosen["danger_threshold"],
-                          abstain_min_probability=chosen["abstain_min_probability"],
-                          edible_min_probability=chosen["edible_min_probability"],
-                          ood_threshold=chosen["ood_threshold"])
+    safety = SafetyConfig(
+        temperature=1.0,
+        danger_threshold=chosen["danger_threshold"],
+        abstain_min_probability=chosen["abstain_min_probability"],
+        edible_min_probability=chosen["edible_min_probability"],
+        ood_threshold=chosen["ood_threshold"],
+    )
     checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
     assert chosen.get("never_edible") and checked["dangerous_errors"] == 0
     assert "edible" not in checked["verdicts"]

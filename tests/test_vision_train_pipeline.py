@@ -18,14 +18,28 @@ def tiny_backbone(path: Path) -> Path:
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2,
-                          image_size=56, patch_size=14)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2, image_size=56, patch_size=14
+    )
     Dinov2Model(config).save_pretrained(path)
-    (path / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "BitImageProcessor", "do_convert_rgb": True, "do_resize": True,
-        "size": {"shortest_edge": 64}, "resample": 3, "do_center_crop": True,
-        "crop_size": {"height": 56, "width": 56}, "do_rescale": True, "rescale_factor": 1 / 255,
-        "do_normalize": True, "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}))
+    (path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "BitImageProcessor",
+                "do_convert_rgb": True,
+                "do_resize": True,
+                "size": {"shortest_edge": 64},
+                "resample": 3,
+                "do_center_crop": True,
+                "crop_size": {"height": 56, "width": 56},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": [0.485, 0.456, 0.406],
+                "image_std": [0.229, 0.224, 0.225],
+            }
+        )
+    )
     return path
 
 
@@ -36,9 +50,19 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vision_train")
     data = make_folder(tmp / "img", LABELS)
     args = train.TrainArguments(
-        data_dir=str(data), backbone=str(tiny_backbone(tmp / "backbone")), output_dir=str(tmp / "run"),
-        release_dir=str(tmp / "release"), num_hidden_layers=2, frozen_layers=1, augmented_views=1, epochs=2,
-        batch_size=4, cache_dir=str(tmp / "cache"), version="tiny-e2e", max_minutes=5)
+        data_dir=str(data),
+        backbone=str(tiny_backbone(tmp / "backbone")),
+        output_dir=str(tmp / "run"),
+        release_dir=str(tmp / "release"),
+        num_hidden_layers=2,
+        frozen_layers=1,
+        augmented_views=1,
+        epochs=2,
+        batch_size=4,
+        cache_dir=str(tmp / "cache"),
+        version="tiny-e2e",
+        max_minutes=5,
+    )
     model_dir = train.main(args)
     return tmp, args, model_dir
 
@@ -86,10 +110,23 @@ def test_evaluate_writes_report_plots_and_json(trained):
 
     tmp, args, model_dir = trained
     out = tmp / "report"
-    metrics = evaluate.main(evaluate.EvaluateArguments(
-        model=str(model_dir), out=str(out), data_dir=args.data_dir, splits=str(tmp / "run" / "splits.json"),
-        synthetic_images=6, cache_dir=str(tmp / "logits")))
-    for name in ("metrics.json", "per_class.csv", "confusion_main.png", "risk_coverage.png", "reliability.png"):
+    metrics = evaluate.main(
+        evaluate.EvaluateArguments(
+            model=str(model_dir),
+            out=str(out),
+            data_dir=args.data_dir,
+            splits=str(tmp / "run" / "splits.json"),
+            synthetic_images=6,
+            cache_dir=str(tmp / "logits"),
+        )
+    )
+    for name in (
+        "metrics.json",
+        "per_class.csv",
+        "confusion_main.png",
+        "risk_coverage.png",
+        "reliability.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["n"] == metrics["n"] == 4  # one test photo per 5-photo class
@@ -99,8 +136,13 @@ def test_evaluate_writes_report_plots_and_json(trained):
 
 
 def test_train_help_lists_the_options():
-    out = subprocess.run([sys.executable, "-m", "vision_model", "train", "--help"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "vision_model", "train", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     for option in ("--backbone", "--num_hidden_layers", "--frozen_layers", "--seed", "--no-calibrate"):
         assert option in out.stdout

@@ -8,7 +8,11 @@ import pytest
 from vision_model.release import BUNDLED_MODEL_DIR, MAX_RELEASE_BYTES, read_labels, release_size_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-LABELS_GE2 = [line.strip() for line in (ROOT / "docs" / "vision_labels_ge2.txt").read_text().splitlines() if line.strip()]
+LABELS_GE2 = [
+    line.strip()
+    for line in (ROOT / "docs" / "vision_labels_ge2.txt").read_text().splitlines()
+    if line.strip()
+]
 
 needs_release = pytest.mark.skipif(
     not (BUNDLED_MODEL_DIR / "config.json").is_file(), reason="the bundled release has not been built"
@@ -19,7 +23,13 @@ needs_release = pytest.mark.skipif(
 def test_release_covers_every_species_with_two_photos_and_fits_the_budget():
     assert sorted(read_labels(BUNDLED_MODEL_DIR)) == sorted(LABELS_GE2)
     assert release_size_bytes(BUNDLED_MODEL_DIR) <= MAX_RELEASE_BYTES
-    for name in ("model.safetensors", "preprocessor_config.json", "safety.json", "MODEL_CARD.md", "metrics.json"):
+    for name in (
+        "model.safetensors",
+        "preprocessor_config.json",
+        "safety.json",
+        "MODEL_CARD.md",
+        "metrics.json",
+    ):
         assert (BUNDLED_MODEL_DIR / name).is_file(), name
 
 

@@ -368,9 +368,17 @@ def tune_thresholds(
         log.warning("no threshold setting reaches zero dangerous errors: the model will never say 'edible'")
         never = called_edible(summaries["calibrated"], 0.0, 1.0, 1.0, NEVER_EDIBLE_OOD_THRESHOLD)
         missed = int((~never & is_edible).sum())
-        return {"danger_threshold": 0.05, "abstain_min_probability": 0.98, "edible_min_probability": 0.999,
-                "ood_threshold": NEVER_EDIBLE_OOD_THRESHOLD, "cost": MISSED_EDIBLE_COST * missed / max(1, n),
-                "dangerous": 0, "dangerous_sharpened": 0, "missed_edible": missed, "never_edible": True}
+        return {
+            "danger_threshold": 0.05,
+            "abstain_min_probability": 0.98,
+            "edible_min_probability": 0.999,
+            "ood_threshold": NEVER_EDIBLE_OOD_THRESHOLD,
+            "cost": MISSED_EDIBLE_COST * missed / max(1, n),
+            "dangerous": 0,
+            "dangerous_sharpened": 0,
+            "missed_edible": missed,
+            "never_edible": True,
+        }
     return best[1]
 
 
@@ -494,7 +502,11 @@ def main(args: CalibrateArguments) -> SafetyConfig:
         },
     }
     safety.save(model_dir)
-    log.info("safety.json: %s", json.dumps({k: v for k, v in safety.to_dict().items() if k != "calibration"}))
+    # Printed (not logged): this summary is the command's output.
+    summary = {k: v for k, v in safety.to_dict().items() if k not in ("calibration", "tuning")}
+    print(f"wrote {model_dir / 'safety.json'}: {json.dumps(summary)}")
+    print(f"calibration: {json.dumps(report)}")
+    print(f"tuning: {json.dumps(safety.extra['tuning'])}")
     return safety
 
 

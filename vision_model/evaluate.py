@@ -275,14 +275,12 @@ def main(args: EvaluateArguments) -> dict:
                 ]
             )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    log.info(
-        "main top-1 %.3f top-3 %.3f | few-shot top-1 %s | dangerous %d | cost %.4f | abstain %.3f",
-        metrics["main"]["top1"] or 0,
-        metrics["main"]["top3"] or 0,
-        metrics["fewshot"]["top1"],
-        safety_figures["all"]["dangerous_errors"],
-        safety_figures["all"]["poison_cost"],
-        safety_figures["all"]["abstention_rate"],
+    # Printed (not logged): this summary is the command's output.
+    print(
+        f"{args.split}: main top-1 {metrics['main']['top1'] or 0:.3f} top-3 {metrics['main']['top3'] or 0:.3f} | "
+        f"few-shot top-1 {metrics['fewshot']['top1'] or 0:.3f} | dangerous errors "
+        f"{safety_figures['all']['dangerous_errors']} | cost {safety_figures['all']['poison_cost']:.4f} | "
+        f"abstain {safety_figures['all']['abstention_rate']:.3f} -> {out}"
     )
     return metrics
 

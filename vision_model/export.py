@@ -21,19 +21,34 @@ from vision_model.release import BUNDLED_MODEL_DIR, MAX_RELEASE_BYTES, read_labe
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-RELEASE_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "safety.json", "train_info.json")
-REPRODUCE = (
-    "python -m vision_model train --output_dir var/runs/vision && "
-    "python -m vision_model evaluate --model var/runs/vision/model --splits var/runs/vision/splits.json "
-    "--out reports/vision && "
-    "python -m vision_model export --model var/runs/vision/model --report reports/vision"
+RELEASE_FILES = (
+    "config.json",
+    "model.safetensors",
+    "preprocessor_config.json",
+    "safety.json",
+    "train_info.json",
 )
+
+
+def reproduce_command(mode: str = "finetune") -> str:
+    """The commands that rebuild this release from the photos (train + evaluate + export)."""
+    train = "python -m vision_model train --output_dir var/runs/vision"
+    if mode == "linear":
+        train += " --mode linear"
+    return (
+        f"{train} && "
+        "python -m vision_model evaluate --model var/runs/vision/model --splits var/runs/vision/splits.json "
+        "--out reports/vision && "
+        "python -m vision_model export --model var/runs/vision/model --report reports/vision"
+    )
 
 
 @dataclass
 class ExportArguments:
-    model: str = field(default=str(PROJECT_ROOT / "var" / "runs" / "vision" / "model"),
-                       metadata={"help": "trained model directory"})
+    model: str = field(
+        default=str(PROJECT_ROOT / "var" / "runs" / "vision" / "model"),
+        metadata={"help": "trained model directory"},
+    )
     report: str | None = field(default=None, metadata={"help": "evaluate's report directory (metrics.json)"})
     release_dir: str = field(default=str(BUNDLED_MODEL_DIR), metadata={"help": "where the release goes"})
     manifest: str = field(default=str(PROJECT_ROOT.parent / "shared" / "data" / "images" / "manifest.csv"))
@@ -48,7 +63,9 @@ def provenance(manifest: Path) -> dict:
     def licence_kind(text: str) -> str:
         text = text.lower()
         if "fgvcx" in text:
-            return "FGVCx-2018 (Danish Svampe Atlas): non-commercial research/education only, no redistribution"
+            return (
+                "FGVCx-2018 (Danish Svampe Atlas): non-commercial research/education only, no redistribution"
+            )
         if "creativecommons.org/licenses/by-sa" in text:
             return "CC BY-SA (Mushroom Observer photographers)"
         if "creativecommons.org/licenses/by/" in text:
@@ -57,15 +74,34 @@ def provenance(manifest: Path) -> dict:
             return "Wikimedia Commons (per-file licences)"
         return "no licence stated (likely web-scraped / copyrighted)"
 
-    return {"photos": len(rows), "sources": Counter(r["source_repo"] for r in rows).most_common(),
-            "licences": Counter(licence_kind(r["license"]) for r in rows).most_common()}
+    return {
+        "photos": len(rows),
+        "sources": Counter(r["source_repo"] for r in rows).most_common(),
+        "licences": Counter(licence_kind(r["license"]) for r in rows).most_common(),
+    }
+
+
+def never_edible_note(safety) -> list[str]:
+    tuning = safety.extra.get("tuning", {})
+    if not tuning.get("never_edible_fallback"):
+        return []
+    return [
+        '- **This model never says "edible".** On validation no threshold setting avoided every dangerous',
+        "  error (e.g. an edible-with-caution `boletus_erythropus` photo called `boletus_edulis` at 0.994), so",
+        "  calibration switched edible verdicts off: photos with >= "
+        f'{safety.danger_threshold:.0%} dangerous mass get deadly/poisonous, all others abstain ("unknown").',
+    ]
 
 
 def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
     from vision_model.verdict import SafetyConfig
 
     labels = read_labels(model_dir)
-    info = json.loads((model_dir / "train_info.json").read_text()) if (model_dir / "train_info.json").exists() else {}
+    info = (
+        json.loads((model_dir / "train_info.json").read_text())
+        if (model_dir / "train_info.json").exists()
+        else {}
+    )
     safety = SafetyConfig.load(model_dir)
     main = info.get("main_classes", [])
     m = metrics or {}
@@ -77,7 +113,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
         f"# Mushroom photo classifier - {safety.version}",
         "",
         "**Never use this model to decide whether a mushroom is safe to eat.** It is one input to an",
-        "assistant that always says \"do not eat without an expert\"; an \"unknown\" or abstained result",
+        'assistant that always says "do not eat without an expert"; an "unknown" or abstained result',
         "means: treat it as poisonous.",
         "",
         "## Model",
@@ -115,7 +151,8 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
     if m:
         s = m.get("safety", {})
         lines += [
-            "| figure | value |", "|---|---|",
+            "| figure | value |",
+            "|---|---|",
             f"| top-1, main classes (n={m['main']['n']}) | {pct(m['main']['top1'])} |",
             f"| top-3, main classes | {pct(m['main']['top3'])} |",
             f"| macro-F1, main classes | {m['main']['macro_f1']:.3f} |",
@@ -139,6 +176,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
     lines += [
         "",
         "## Known limits",
+        *never_edible_note(safety),
         "- Few-shot species (2-7 photos, all deadly species among them) are recognised far less reliably than",
         "  the 14 main classes; the safety rule leans on summed dangerous probability, not on top-1.",
         "- Species outside the label set are simulated only (masked classes, synthetic images); a real",
@@ -151,7 +189,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
         "",
         "## Reproduce",
         "```",
-        REPRODUCE,
+        reproduce_command(info.get("mode", "finetune")),
         "```",
         "",
     ]
@@ -168,11 +206,15 @@ def main(args: ExportArguments) -> Path:
     if args.report and (Path(args.report) / "metrics.json").exists():
         metrics = json.loads((Path(args.report) / "metrics.json").read_text())
     (dst / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (dst / "MODEL_CARD.md").write_text(model_card(dst, metrics, provenance(Path(args.manifest))), encoding="utf-8")
+    (dst / "MODEL_CARD.md").write_text(
+        model_card(dst, metrics, provenance(Path(args.manifest))), encoding="utf-8"
+    )
     size = release_size_bytes(dst)
     if size > MAX_RELEASE_BYTES:
-        raise RuntimeError(f"release is {size / 2**20:.1f} MB, over the {MAX_RELEASE_BYTES / 2**20:.0f} MB budget")
-    log.info("release written to %s (%.1f MB)", dst, size / 2**20)
+        raise RuntimeError(
+            f"release is {size / 2**20:.1f} MB, over the {MAX_RELEASE_BYTES / 2**20:.0f} MB budget"
+        )
+    print(f"release written to {dst} ({size / 2**20:.1f} MB)")
     return dst
 
 

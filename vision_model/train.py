@@ -106,7 +106,9 @@ class TrainArguments(DataArguments):
     version: str | None = field(default=None, metadata={"help": "model version string (default: derived)"})
     init_head_from: str | None = field(
         default=None,
-        metadata={"help": "model directory whose classifier head starts fine-tuning (skips the linear stage)"},
+        metadata={
+            "help": "model directory whose classifier head starts fine-tuning (skips the linear stage)"
+        },
     )
 
 
