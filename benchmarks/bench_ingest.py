@@ -32,17 +32,20 @@ class BenchArgs:
     guides: Path | None = None  # default: settings.guides_dir
     raw_fraction: float = 0.25  # share of the chunk texts embedded alone for the baseline
     no_catalog: bool = False
+    catalog_limit: int = 0  # >0: only the first N catalog species (a quick run on a busy machine)
     out: Path = ROOT / "benchmarks" / "results" / "ingest.json"
 
 
 def parse_args(argv=None) -> BenchArgs:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--guides", type=Path, default=None, help="guides folder (default: GUIDES_DIR)")
+    p.add_argument("--guides", type=Path, default=None, help="guides folder or one guide file (default: GUIDES_DIR)")
     p.add_argument("--raw-fraction", type=float, default=0.25, help="share of chunks in the raw-embedding baseline")
     p.add_argument("--no-catalog", action="store_true", help="guides only")
+    p.add_argument("--catalog-limit", type=int, default=0, help="only the first N catalog species (0: all)")
     p.add_argument("--out", type=Path, default=BenchArgs.out)
     ns = p.parse_args(argv)
-    return BenchArgs(guides=ns.guides, raw_fraction=ns.raw_fraction, no_catalog=ns.no_catalog, out=ns.out)
+    return BenchArgs(guides=ns.guides, raw_fraction=ns.raw_fraction, no_catalog=ns.no_catalog,
+                     catalog_limit=ns.catalog_limit, out=ns.out)
 
 
 class Clock:
@@ -62,14 +65,16 @@ def main(argv=None) -> int:
     from ingest.chunking import chunk_documents
     from ingest.embeddings import default_embeddings
     from ingest.loaders import catalog_documents, load_paths
-    from knowledge_base.catalog import default_catalog
+    from knowledge_base.catalog import Catalog, default_catalog
 
     settings = get_settings()
     guides = args.guides or settings.guides_dir
-    if not Path(guides).is_dir():
-        print(f"guides folder {guides} not found: nothing to benchmark", file=sys.stderr)
+    if not Path(guides).exists():
+        print(f"guides {guides} not found: nothing to benchmark", file=sys.stderr)
         return 1
     catalog = default_catalog()
+    if args.catalog_limit > 0:
+        catalog = Catalog({label: catalog.get(label) for label in catalog.labels[: args.catalog_limit]})
 
     # The same chunk texts the pipeline will embed (chunking is deterministic).
     loaded = load_paths([guides])

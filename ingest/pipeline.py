@@ -157,7 +157,7 @@ def manifest_key(files: list[dict[str, Any]], catalog_info: dict[str, Any]) -> s
     """What decides "nothing changed": file contents, catalog content, chunker and model."""
     basis = {
         "files": sorted((f["name"], f["sha256"]) for f in files),
-        "catalog": catalog_info.get("sha256", ""),
+        "catalog": [catalog_info.get("sha256", ""), catalog_info.get("included", True)],
         "chunker": [CHUNKER_VERSION, CHUNK_SIZE, CHUNK_OVERLAP],
         "model": MODEL_NAME,
     }
@@ -266,8 +266,10 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
     # 2. manifest: skip the rebuild when nothing changed since the serving version
     files = [{"name": p.name, "path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size}
              for p in loaded.files]
+    # The catalog's hash counts even when its documents are left out: it decides the species tags.
     catalog_info = {
-        "sha256": catalog_fingerprint(catalog) if include_catalog else "",
+        "sha256": catalog_fingerprint(catalog),
+        "included": include_catalog,
         "species": len(catalog) if include_catalog else 0,
     }
     key = manifest_key(files, catalog_info)
@@ -420,10 +422,11 @@ def has_index(settings=None) -> bool:
         return False
 
 
-def ensure_index(settings=None, *, progress: Progress | None = None) -> IngestReport | None:
+def ensure_index(settings=None, *, progress: Progress | None = None, **reingest_kwargs) -> IngestReport | None:
     """Build the index when none is serving (first start of the console bot). Returns None when an
-    index already exists, else the report of the build (check `.ok`)."""
+    index already exists, else the report of the build (check `.ok`; status "busy" when another
+    process is building it right now). Extra keyword arguments go to reingest()."""
     settings = _settings(settings)
     if has_index(settings):
         return None
-    return reingest(settings, progress=progress)
+    return reingest(settings, progress=progress, **reingest_kwargs)

@@ -139,9 +139,9 @@ def test_ensure_index_builds_once(settings, guides):
     assert store.serving_info(settings)["available"] is False
     with pytest.raises(store.NoIndexError):
         store.open_serving(settings)
-    report = pipeline.ensure_index(settings)
+    report = pipeline.ensure_index(settings, catalog=tiny_catalog())
     assert report is not None and report.ok
-    assert pipeline.ensure_index(settings) is None
+    assert pipeline.ensure_index(settings, catalog=tiny_catalog()) is None
 
 
 def test_concurrent_reingest_is_refused(settings, guides):
