@@ -17,6 +17,15 @@ tuning time, never from CLASSES.csv).
    and also zero when the model is assumed sharper than calibrated (probabilities at T / 1.5):
    a safety margin for species and photos we never saw. The chosen configuration is then
    re-checked photo by photo with verdict.decide (the production rule).
+4. Never-edible fallback, when no grid setting reaches zero dangerous errors: `allow_edible`
+   is switched off (decide() then never says "edible" or "edible_with_caution"), and the
+   abstention thresholds are chosen to mean something to a user instead:
+   - abstain_min_probability = the smallest calibrated top-1 probability p such that, among
+     the validation photos whose top-1 probability is >= p, the top-1 species is right for at
+     least SELECTIVE_ACCURACY_TARGET (90 %) of them ("selective accuracy"); 0.9 if no p does;
+   - ood_threshold = the energy that flags OOD_VAL_FLAG_RATE (10 %) of the in-distribution
+     validation photos, kept only if it flags a useful share of the simulated open set
+     (>= OOD_MIN_OPEN_SET_SHARE and >= twice the validation rate), else None.
 """
 
 from __future__ import annotations
@@ -42,8 +51,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "images"
 POISON_COST = 100.0  # a poisonous-or-avoid photo (or an unknown species) called "edible"
 MISSED_EDIBLE_COST = 1.0  # an edible photo not called "edible"
-# Fallback when no threshold is safe: every energy is above this, so decide() always abstains.
-NEVER_EDIBLE_OOD_THRESHOLD = -1e9
+# Never-edible fallback (see the module docstring, step 4).
+SELECTIVE_ACCURACY_TARGET = 0.90  # accuracy wanted among the photos the model does not abstain on
+DEFAULT_NEVER_EDIBLE_ABSTAIN = 0.9  # when no top-1 threshold reaches that accuracy
+OOD_VAL_FLAG_RATE = 0.10  # share of in-distribution validation photos the OOD threshold may flag
+OOD_MIN_OPEN_SET_SHARE = 0.25  # below this share of the open set flagged, the OOD check is dropped
 SHARPEN_MARGIN = 1.5  # safety margin: no dangerous error even with probabilities at T / 1.5
 
 # Each edibility class counts as "dangerous if called edible" unless it is plain edible.
@@ -221,6 +233,7 @@ class TuningSet:
     logits: np.ndarray  # (N, C)
     truth: list[str]  # edibility class of the true species ("unknown" for open-set examples)
     kind: list[str]  # "val", "open_set_species", "synthetic"
+    target: np.ndarray | None = None  # index of the true label (-1 for open-set examples)
 
 
 def build_tuning_set(
@@ -233,6 +246,7 @@ def build_tuning_set(
 ) -> TuningSet:
     index = {label: i for i, label in enumerate(labels)}
     rows, truth, kind = [val_logits], [edibility(lab) for lab in val_labels], ["val"] * len(val_labels)
+    target = [index[lab] for lab in val_labels]
     masked = []
     for logit, lab in zip(val_logits, val_labels, strict=True):
         if lab in fewshot:
@@ -247,7 +261,10 @@ def build_tuning_set(
         rows.append(synthetic_logits)
         truth += ["unknown"] * len(synthetic_logits)
         kind += ["synthetic"] * len(synthetic_logits)
-    return TuningSet(np.concatenate([r.astype(np.float64) for r in rows]), truth, kind)
+    target += [-1] * (len(truth) - len(target))
+    return TuningSet(
+        np.concatenate([r.astype(np.float64) for r in rows]), truth, kind, np.array(target, dtype=int)
+    )
 
 
 def _masked_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -308,6 +325,87 @@ def called_edible(
     return ok
 
 
+def selective_accuracy_threshold(
+    top_prob: np.ndarray, correct: np.ndarray, target: float = SELECTIVE_ACCURACY_TARGET
+) -> float | None:
+    """Smallest p such that accuracy among the examples with top-1 probability >= p is >= target.
+
+    None when no p reaches the target (or there are no examples).
+    """
+    top_prob, correct = np.asarray(top_prob, dtype=np.float64), np.asarray(correct, dtype=bool)
+    if len(top_prob) == 0:
+        return None
+    order = np.argsort(-top_prob, kind="stable")
+    p_sorted, hits = top_prob[order], np.cumsum(correct[order])
+    # Accuracy of "keep everything with top-1 >= p_sorted[i]": ties must be kept together,
+    # so only the last index of each run of equal probabilities is a valid cut.
+    last_of_tie = np.r_[p_sorted[1:] != p_sorted[:-1], True]
+    accuracy = hits / np.arange(1, len(p_sorted) + 1)
+    ok = last_of_tie & (accuracy >= target)
+    if not ok.any():
+        return None
+    return float(p_sorted[np.flatnonzero(ok)[-1]])
+
+
+def selective_figures(top_prob: np.ndarray, correct: np.ndarray, threshold: float) -> dict:
+    """Coverage and accuracy of the photos kept (top-1 probability >= threshold)."""
+    kept = np.asarray(top_prob) >= threshold
+    return {
+        "coverage": float(kept.mean()) if len(kept) else 0.0,
+        "selective_accuracy": float(np.asarray(correct)[kept].mean()) if kept.any() else None,
+    }
+
+
+def never_edible_thresholds(
+    tuning: TuningSet, summaries: Summaries, is_edible: np.ndarray
+) -> dict:
+    """The fallback configuration: no edible verdicts, abstention tuned for selective accuracy."""
+    kinds = np.array(tuning.kind)
+    val = kinds == "val"
+    if tuning.target is not None:
+        correct = tuning.logits[val].argmax(1) == tuning.target[val]
+    else:  # no true labels known: nothing to tune the abstention on
+        correct = np.zeros(int(val.sum()), dtype=bool)
+    val_top = summaries.top_prob[val]
+    found = selective_accuracy_threshold(val_top, correct)
+    abstain = found if found is not None else DEFAULT_NEVER_EDIBLE_ABSTAIN
+    selective = selective_figures(val_top, correct, abstain)
+
+    val_energy, open_energy = summaries.energy[val], summaries.energy[~val]
+    ood = {"val_flag_rate_target": OOD_VAL_FLAG_RATE, "min_open_set_share": OOD_MIN_OPEN_SET_SHARE}
+    ood_threshold = None
+    if len(val_energy):
+        candidate = float(np.percentile(val_energy, 100 * (1 - OOD_VAL_FLAG_RATE)))
+        val_rate = float((val_energy > candidate).mean())
+        open_rate = float((open_energy > candidate).mean()) if len(open_energy) else 0.0
+        useful = open_rate >= OOD_MIN_OPEN_SET_SHARE and open_rate >= 2 * val_rate
+        ood.update(
+            candidate=candidate, val_flag_rate=val_rate, open_set_flag_rate=open_rate, used=useful
+        )
+        ood_threshold = candidate if useful else None
+    missed = int(is_edible.sum())  # never called edible
+    return {
+        "danger_threshold": 0.05,
+        "abstain_min_probability": abstain,
+        "edible_min_probability": 1.0,  # unused when allow_edible is False
+        "ood_threshold": ood_threshold,
+        "allow_edible": False,
+        "cost": MISSED_EDIBLE_COST * missed / max(1, len(is_edible)),
+        "dangerous": 0,
+        "dangerous_sharpened": 0,
+        "missed_edible": missed,
+        "never_edible": True,
+        "selective": {
+            "target_accuracy": SELECTIVE_ACCURACY_TARGET,
+            "threshold_found": found is not None,
+            "val_coverage": selective["coverage"],
+            "val_selective_accuracy": selective["selective_accuracy"],
+            "val_top1_all": float(correct.mean()) if len(correct) else None,
+        },
+        "ood": ood,
+    }
+
+
 def tune_thresholds(
     tuning: TuningSet,
     labels: Sequence[str],
@@ -362,24 +460,13 @@ def tune_thresholds(
                 },
             )
     if best[0][0]:
-        # No setting avoids every dangerous error: never say "edible". Photos with real
-        # dangerous mass still get "deadly"/"poisonous"; every other photo abstains (an OOD
-        # threshold no energy can be below), i.e. "not sure: treat it as poisonous".
+        # No setting avoids every dangerous error: never say "edible" (nor "edible_with_caution").
+        # Photos with real dangerous mass still get "deadly"/"poisonous"; a confident
+        # edible-looking top-1 gets "unknown" (treat as poisonous), a confident inedible one
+        # "inedible"; only unsure or unfamiliar photos abstain.
         log.warning("no threshold setting reaches zero dangerous errors: the model will never say 'edible'")
-        never = called_edible(summaries["calibrated"], 0.0, 1.0, 1.0, NEVER_EDIBLE_OOD_THRESHOLD)
-        missed = int((~never & is_edible).sum())
-        return {
-            "danger_threshold": 0.05,
-            "abstain_min_probability": 0.98,
-            "edible_min_probability": 0.999,
-            "ood_threshold": NEVER_EDIBLE_OOD_THRESHOLD,
-            "cost": MISSED_EDIBLE_COST * missed / max(1, n),
-            "dangerous": 0,
-            "dangerous_sharpened": 0,
-            "missed_edible": missed,
-            "never_edible": True,
-        }
-    return best[1]
+        return never_edible_thresholds(tuning, summaries["calibrated"], is_edible)
+    return {**best[1], "allow_edible": True}
 
 
 def evaluate_with_decide(
@@ -392,24 +479,39 @@ def evaluate_with_decide(
     """Poison cost and counts, photo by photo, with the production rule."""
     probs = _masked_softmax(np.asarray(logits, dtype=np.float64), safety.temperature)
     energy = _masked_energy(np.asarray(logits, dtype=np.float64), safety.temperature)
-    verdicts, dangerous, missed, abstained = [], 0, 0, 0
+    verdicts, dangerous, dangerous_incl_caution, missed, abstained = [], 0, 0, 0, 0
     for p, en, t in zip(probs, energy, truth, strict=True):
         r = decide(p, labels, edibility, safety, energy=float(en))
         verdicts.append(r.verdict)
         abstained += r.abstained
         if r.verdict == "edible" and t not in SAFE_TO_CALL_EDIBLE:
             dangerous += 1
+        # The stricter count a release check may use: "edible_with_caution" read as "edible".
+        if r.verdict in ("edible", "edible_with_caution") and t not in SAFE_TO_CALL_EDIBLE:
+            dangerous_incl_caution += 1
         if t in SAFE_TO_CALL_EDIBLE and r.verdict != "edible":
             missed += 1
     n = max(1, len(truth))
     return {
         "n": len(truth),
         "dangerous_errors": dangerous,
+        "dangerous_errors_incl_caution": dangerous_incl_caution,
+        "edible_verdicts": verdicts.count("edible"),
+        "edible_with_caution_verdicts": verdicts.count("edible_with_caution"),
         "missed_edible": missed,
         "poison_cost": (POISON_COST * dangerous + MISSED_EDIBLE_COST * missed) / n,
         "abstention_rate": abstained / n,
         "verdicts": verdicts,
     }
+
+
+GRID_RULE = "min (100*dangerous + missed_edible)/N s.t. zero dangerous errors at T and at T/1.5"
+NEVER_EDIBLE_RULE = (
+    "never-edible fallback (no grid setting had zero dangerous errors at T and at T/1.5): "
+    "allow_edible=false; abstain below the smallest top-1 p whose validation selective accuracy "
+    "(photos with top-1 >= p) is >= 0.90, else 0.9; ood_threshold = energy flagging 10% of "
+    "validation photos, kept only if it flags >= 25% and >= 2x that share of the open set"
+)
 
 
 # --- entry point ---------------------------------------------------------------------------------------
@@ -479,6 +581,7 @@ def main(args: CalibrateArguments) -> SafetyConfig:
         danger_threshold=chosen["danger_threshold"],
         edible_min_probability=chosen["edible_min_probability"],
         ood_threshold=chosen["ood_threshold"],
+        allow_edible=chosen["allow_edible"],
     )
     checked = evaluate_with_decide(tuning.logits, tuning.truth, labels, edibility, safety)
     grid_dangerous = chosen["dangerous"]
@@ -487,6 +590,8 @@ def main(args: CalibrateArguments) -> SafetyConfig:
             f"threshold search disagrees with verdict.decide ({grid_dangerous} vs "
             f"{checked['dangerous_errors']} dangerous errors): fix calibrate.called_edible"
         )
+    if not safety.allow_edible and checked["dangerous_errors_incl_caution"]:
+        raise RuntimeError("never-edible configuration still gives edible(-with-caution) verdicts")
     catalogued = sum(edibility(lab) != "unknown" for lab in labels)
     kinds = np.array(tuning.kind)
     safety.extra = {
@@ -498,7 +603,8 @@ def main(args: CalibrateArguments) -> SafetyConfig:
             "examples": {k: int((kinds == k).sum()) for k in ("val", "open_set_species", "synthetic")},
             "labels_in_catalog": f"{catalogued}/{len(labels)}",
             "ood_percentiles": percentiles,
-            "rule": "min (100*dangerous + missed_edible)/N s.t. zero dangerous errors at T and at T/1.5",
+            "rule": NEVER_EDIBLE_RULE if chosen.get("never_edible") else GRID_RULE,
+            **{k: chosen[k] for k in ("selective", "ood") if k in chosen},
         },
     }
     safety.save(model_dir)

@@ -13,6 +13,11 @@ Rule (checked in this order; the first that fires wins):
 5. otherwise the top-1 label's class; but "edible" only when the summed probability of all
    edible species >= edible_min_probability, else the more probable of inedible /
    edible_with_caution (by summed mass), else "unknown".
+   With `allow_edible=False` (a model that must never say "edible", chosen by calibration when
+   no threshold avoids every dangerous error) step 5 becomes: top-1 "inedible" -> "inedible";
+   top-1 "edible" or "edible_with_caution" -> "unknown" (treat as poisonous: a photo cannot rule
+   out the lookalikes, and a caller may read "edible_with_caution" as "edible"). These are NOT
+   abstentions: the model did recognise the photo, it just may not vouch for eating it.
 A label the catalog lacks has edibility "unknown" and counts as dangerous mass
 (`danger_probability` = deadly + poisonous + unknown-label mass).
 
@@ -47,6 +52,8 @@ class SafetyConfig:
     danger_threshold: float = 0.05  # dangerous mass at or above this wins over any edible top-1
     edible_min_probability: float = 0.9  # "edible" only when edible species hold this much mass
     ood_threshold: float | None = None  # energy score above this: abstain (None: off)
+    # False: never say "edible" or "edible_with_caution" (edible-looking top-1 -> "unknown").
+    allow_edible: bool = True
     extra: dict = field(default_factory=dict)  # any other keys (metrics, tuning notes), kept on save
 
     def __post_init__(self) -> None:
@@ -56,11 +63,18 @@ class SafetyConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
+        if not isinstance(self.allow_edible, bool):
+            raise ValueError(f"allow_edible must be true or false, got {self.allow_edible!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> SafetyConfig:
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in data.items() if k in known}
+        if "allow_edible" not in data and _is_legacy_never_edible(kwargs.get("ood_threshold")):
+            # Older calibrations said "never edible" with an OOD threshold below every energy,
+            # which made every photo abstain. Read it as what it meant.
+            kwargs["allow_edible"] = False
+            kwargs["ood_threshold"] = None
         extra = dict(data.get("extra") or {})
         extra.update({k: v for k, v in data.items() if k not in known and k != "extra"})
         return cls(**kwargs, extra=extra)
@@ -90,6 +104,14 @@ class SafetyConfig:
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; the release is read by other users
         os.replace(tmp, path)
         return path
+
+
+# Older safety.json files used an ood_threshold at or below this to mean "never edible".
+LEGACY_NEVER_EDIBLE_OOD = -1e8
+
+
+def _is_legacy_never_edible(ood_threshold) -> bool:
+    return ood_threshold is not None and ood_threshold <= LEGACY_NEVER_EDIBLE_OOD
 
 
 @dataclass(frozen=True)
@@ -168,6 +190,10 @@ def decide(
         return VerdictResult("unknown", True, danger_probability)
 
     top_class = edibility(labels[top]) or "unknown"
+    if not safety.allow_edible:
+        if top_class in ("edible", "edible_with_caution"):
+            return VerdictResult("unknown", False, danger_probability)
+        return VerdictResult(top_class, False, danger_probability)
     if top_class != "edible":
         return VerdictResult(top_class, False, danger_probability)
     if masses.get("edible", 0.0) >= safety.edible_min_probability:
