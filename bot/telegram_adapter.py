@@ -305,6 +305,9 @@ def run_telegram(settings: Settings) -> int:
         url = settings.telegram_webhook_url
         secret = settings.telegram_webhook_secret.get_secret_value() if settings.telegram_webhook_secret else None
         log.info("webhook mode on port %d", settings.telegram_webhook_port)
+        if not secret:
+            # Without a secret token anyone who learns the URL can post forged updates.
+            log.warning("TELEGRAM_WEBHOOK_SECRET is not set: webhook updates are not authenticated; set it in production")
         app.run_webhook(
             listen="0.0.0.0", port=settings.telegram_webhook_port, url_path=urlparse(url).path.lstrip("/"),
             webhook_url=url, secret_token=secret, allowed_updates=Update.ALL_TYPES,
