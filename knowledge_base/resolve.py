@@ -226,7 +226,13 @@ class SpeciesResolver:
             primary, others = None, []
         # "Is it edible?" is about the mushroom in the conversation even with no name in it.
         about_it = refers_back and intent in (TOXICITY, FEATURES, LOOKALIKES, SYMPTOMS, HABITAT)
-        on_topic = bool(primary or unknown or _MUSHROOM_WORDS.search(text) or intent == FIRST_AID or about_it)
+        # A species given by the caller (the last photo) does not make any question about mushrooms:
+        # "what's the weather tomorrow?" after a photo is still off-topic. A follow-up with a
+        # mushroom intent, a pronoun, or only a few words ("tell me more") stays on the photo.
+        follow_up = bool(caller) and (intent != GENERAL or refers_back or len(text.split()) <= 3)
+        on_topic = bool(
+            labels or unknown or _MUSHROOM_WORDS.search(text) or intent == FIRST_AID or about_it or follow_up
+        )
         return Resolution(
             question=text, intent=intent, species=primary, other_species=others, mentions=mentions,
             unknown_names=unknown, on_topic=on_topic, injection=bool(INJECTION.search(text)),

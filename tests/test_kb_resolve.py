@@ -115,3 +115,15 @@ def test_latin_looking_names_outside_the_catalog(resolver, question, unknown):
     res = resolver.resolve(question)
     assert res.unknown_names == unknown
     assert res.on_topic is bool(unknown)
+
+
+def test_species_from_the_caller_does_not_make_an_off_topic_question_on_topic():
+    from knowledge_base.catalog import default_catalog
+    from knowledge_base.resolve import SpeciesResolver
+
+    resolver = SpeciesResolver(default_catalog())
+    for question in ("what is the weather tomorrow?", "write me a python script to sort a list"):
+        assert not resolver.resolve(question, species="boletus_edulis").on_topic, question
+    for question in ("is it poisonous?", "lookalikes?", "tell me more", "where does it grow?", "symptoms?"):
+        res = resolver.resolve(question, species="boletus_edulis")
+        assert res.on_topic and res.species == "boletus_edulis", question

@@ -148,3 +148,74 @@ def test_safety_config_defaults_and_validation(tmp_path):
         SafetyConfig(temperature=0)
     with pytest.raises(ValueError):
         SafetyConfig(danger_threshold=1.5)
+
+
+NEVER_EDIBLE = SafetyConfig(
+    version="t",
+    abstain_min_probability=0.5,
+    danger_threshold=0.05,
+    edible_min_probability=0.9,
+    allow_edible=False,
+)
+
+
+def test_never_edible_confident_edible_top1_is_unknown_not_an_abstention():
+    result = run(probs(boletus_edulis=0.99, cantharellus_cibarius=0.01), NEVER_EDIBLE)
+    assert result == VerdictResult("unknown", False, 0.0)
+
+
+def test_never_edible_inedible_top1_stays_inedible():
+    result = run(probs(fomes_fomentarius=0.97, boletus_edulis=0.03), NEVER_EDIBLE)
+    assert result == VerdictResult("inedible", False, 0.0)
+
+
+def test_never_edible_never_says_edible_with_caution():
+    result = run(probs(morchella_esculenta=0.97, boletus_edulis=0.03), NEVER_EDIBLE)
+    assert result == VerdictResult("unknown", False, 0.0)
+
+
+def test_never_edible_keeps_the_danger_rules():
+    result = run(probs(boletus_edulis=0.9, amanita_muscaria=0.1), NEVER_EDIBLE)
+    assert result.verdict == "poisonous" and not result.abstained
+    assert run(probs(boletus_edulis=0.9, amanita_phalloides=0.1), NEVER_EDIBLE).verdict == "deadly"
+    result = run(probs(boletus_edulis=0.9, mystery_fungus=0.1), NEVER_EDIBLE)
+    assert result.verdict == "unknown" and result.danger_probability == pytest.approx(0.1)
+
+
+def test_never_edible_still_abstains_when_unsure_or_unfamiliar():
+    unsure = probs(boletus_edulis=0.4, cantharellus_cibarius=0.3, fomes_fomentarius=0.3)
+    assert run(unsure, NEVER_EDIBLE) == VerdictResult("unknown", True, 0.0)
+    safety = SafetyConfig(allow_edible=False, ood_threshold=-5.0)
+    result = run(probs(fomes_fomentarius=0.99, boletus_edulis=0.01), safety, energy=-2.0)
+    assert result.verdict == "unknown" and result.abstained
+
+
+def test_old_never_edible_safety_file_loads_as_allow_edible_false(tmp_path):
+    # Written by the earlier calibration: no allow_edible, "never edible" as an OOD threshold of -1e9.
+    old = {
+        "version": "old",
+        "temperature": 0.78,
+        "abstain_min_probability": 0.98,
+        "danger_threshold": 0.05,
+        "edible_min_probability": 0.999,
+        "ood_threshold": -1e9,
+        "tuning": {"never_edible_fallback": True},
+    }
+    (tmp_path / "safety.json").write_text(json.dumps(old))
+    config = SafetyConfig.load(tmp_path)
+    assert config.allow_edible is False and config.ood_threshold is None
+    assert config.temperature == 0.78 and config.extra["tuning"]["never_edible_fallback"]
+    # A confident edible-looking photo is answered, not abstained on, and not called edible.
+    result = run(probs(boletus_edulis=0.98, cantharellus_cibarius=0.02), config, energy=-12.0)
+    assert result == VerdictResult("unknown", False, 0.0)
+
+
+def test_safety_file_without_allow_edible_defaults_to_allowing_it(tmp_path):
+    (tmp_path / "safety.json").write_text(json.dumps({"version": "v", "ood_threshold": -4.5}))
+    config = SafetyConfig.load(tmp_path)
+    assert config.allow_edible is True and config.ood_threshold == -4.5
+    round_trip = SafetyConfig(allow_edible=False)
+    round_trip.save(tmp_path)
+    assert SafetyConfig.load(tmp_path) == round_trip
+    with pytest.raises(ValueError):
+        SafetyConfig(allow_edible="no")

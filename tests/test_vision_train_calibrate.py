@@ -3,11 +3,13 @@
 import numpy as np
 
 from vision_model.calibrate import (
+    SELECTIVE_ACCURACY_TARGET,
     build_tuning_set,
     evaluate_with_decide,
     expected_calibration_error,
     fit_temperature,
     nll,
+    selective_accuracy_threshold,
     synthetic_images,
     tune_thresholds,
 )
@@ -123,8 +125,66 @@ def test_when_no_threshold_is_safe_the_model_never_says_edible():
         abstain_min_probability=chosen["abstain_min_probability"],
         edible_min_probability=chosen["edible_min_probability"],
         ood_threshold=chosen["ood_threshold"],
+        allow_edible=chosen["allow_edible"],
     )
     checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
     assert chosen.get("never_edible") and checked["dangerous_errors"] == 0
+    assert checked["dangerous_errors_incl_caution"] == 0
     assert "edible" not in checked["verdicts"]
     assert checked["abstention_rate"] > 0.5  # not "deadly" for everything: it abstains instead
+
+
+def test_selective_accuracy_threshold_is_the_smallest_probability_reaching_the_target():
+    top = np.array([0.99, 0.95, 0.9, 0.6, 0.5])
+    correct = np.array([True, True, True, False, True])
+    # >= 0.9: 3/3 right; >= 0.6: 3/4; >= 0.5: 4/5.
+    assert selective_accuracy_threshold(top, correct, 0.9) == 0.9
+    assert selective_accuracy_threshold(top, correct, 0.8) == 0.5
+    assert selective_accuracy_threshold(top, np.zeros(5, bool), 0.9) is None
+    # Tied probabilities are kept or dropped together.
+    tied = np.array([0.9, 0.9, 0.8])
+    assert selective_accuracy_threshold(tied, np.array([True, False, True]), 0.9) is None
+
+
+def test_never_edible_fallback_keeps_answers_and_abstains_only_when_unsure():
+    # A realistic model plus one confident mistake no threshold can catch: a poisonous photo
+    # that the model calls boletus_edulis at ~0.999 -> "edible" must be switched off.
+    logits, targets = realistic_logits(400, seed=7)
+    mistake = np.zeros(len(LABELS))
+    mistake[LABELS.index("boletus_edulis")] = 12.0
+    logits = np.vstack([logits, mistake])
+    targets = np.append(targets, LABELS.index("amanita_muscaria"))
+    val_labels = [LABELS[i] for i in targets]
+    synth = np.random.default_rng(8).normal(0, 0.5, (40, len(LABELS)))  # flat: nothing familiar
+    tuning = build_tuning_set(logits, val_labels, LABELS, edibility, set(), synth)
+    chosen = tune_thresholds(tuning, LABELS, edibility, 1.0, {})
+
+    assert chosen["never_edible"] and chosen["allow_edible"] is False
+    # The abstain threshold is the selective-accuracy one, not a blanket "abstain on everything".
+    top, correct = softmax(logits).max(1), softmax(logits).argmax(1) == targets
+    threshold = chosen["abstain_min_probability"]
+    assert 0.0 < threshold < 1.0
+    assert correct[top >= threshold].mean() >= SELECTIVE_ACCURACY_TARGET
+    assert chosen["selective"]["val_selective_accuracy"] == correct[top >= threshold].mean()
+    below = top[top < threshold]
+    if len(below):  # one step lower the accuracy falls short
+        lower = below.max()
+        assert correct[top >= lower].mean() < SELECTIVE_ACCURACY_TARGET
+    # The OOD threshold flags about 10 % of validation photos and is kept: it flags the flat images.
+    assert chosen["ood"]["val_flag_rate"] <= 0.11
+    assert chosen["ood"]["used"] and chosen["ood_threshold"] == chosen["ood"]["candidate"]
+    assert chosen["ood"]["open_set_flag_rate"] >= 0.25
+
+    safety = SafetyConfig(
+        temperature=1.0,
+        danger_threshold=chosen["danger_threshold"],
+        abstain_min_probability=threshold,
+        edible_min_probability=chosen["edible_min_probability"],
+        ood_threshold=chosen["ood_threshold"],
+        allow_edible=chosen["allow_edible"],
+    )
+    checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
+    assert checked["dangerous_errors"] == 0 == checked["dangerous_errors_incl_caution"]
+    assert checked["edible_verdicts"] == 0
+    assert "inedible" in checked["verdicts"]  # confident answers survive
+    assert checked["abstention_rate"] < 0.5
