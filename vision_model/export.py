@@ -89,7 +89,9 @@ def never_edible_note(safety) -> list[str]:
         '- **This model never says "edible".** On validation no threshold setting avoided every dangerous',
         "  error (e.g. an edible-with-caution `boletus_erythropus` photo called `boletus_edulis` at 0.994), so",
         "  calibration switched edible verdicts off: photos with >= "
-        f'{safety.danger_threshold:.0%} dangerous mass get deadly/poisonous, all others abstain ("unknown").',
+        f'{safety.danger_threshold:.0%} dangerous mass get deadly/poisonous; a confident edible or',
+        '  edible-with-caution top-1 gets "unknown" (treat as poisonous), a confident inedible one "inedible";',
+        "  only photos below the abstain threshold or above the out-of-distribution energy threshold abstain.",
     ]
 
 
