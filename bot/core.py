@@ -388,7 +388,9 @@ class BotCore:
         parts = [header] if header else []
         parts.append(answer.answer.strip() or "I don't have an answer to that.")
         if citations:
-            parts.append("**Sources:**\n" + "\n".join(f"• {c['title'] or c['source']}" for c in citations[:5]))
+            # One line per source: several passages of one guide are one source to a reader.
+            titles = list(dict.fromkeys(c["title"] or c["source"] for c in citations))
+            parts.append("**Sources:**\n" + "\n".join(f"• {t}" for t in titles[:5]))
         if "app" not in answer.answer.lower():  # the answerer may already carry the disclaimer
             parts.append(say.DISCLAIMER)
         return "\n\n".join(parts), citations

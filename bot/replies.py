@@ -27,6 +27,9 @@ VERDICT_WORDS = {
 }
 
 NOT_RELIABLE = "**I can't identify this reliably: treat it as poisonous.**"
+# A species is named with confidence, but the model is not allowed (or not sure enough) to rule
+# out its dangerous lookalikes from a photo: the verdict stays "unknown".
+CANT_RULE_OUT = "**A photo can't rule out this mushroom's dangerous lookalikes: treat it as poisonous.**"
 
 PHOTO_TIPS = (
     "Tips for a better identification (send several photos of the same mushroom together):\n"
@@ -151,7 +154,7 @@ def identification_text(
         top = labels[0]
         if verdict == "unknown":
             # Confident enough to name a species, not to rule out a dangerous one.
-            parts.append(NOT_RELIABLE)
+            parts.append(CANT_RULE_OUT)
         parts.append(f"**Most likely{photos}:**\n" + top_guesses(labels, probabilities, catalog))
         parts.append(f"Verdict: {verdict_line(verdict)}")
         top_class = catalog.edibility(top)
@@ -159,6 +162,12 @@ def identification_text(
             parts.append(
                 f"Dangerous species hold {percent(danger_probability)} of the probability, "
                 "so this photo gets the dangerous verdict even though the top guess is not."
+            )
+        elif verdict == "unknown" and top_class in ("edible", "edible_with_caution"):
+            parts.append(
+                f"{display_name(top, catalog)} is listed as {top_class.replace('_', ' ')} when an expert "
+                "has identified it in person, but I never call a mushroom edible from a photo: its lookalikes "
+                "below can look the same in a picture."
             )
         elif verdict == "unknown":
             parts.append(

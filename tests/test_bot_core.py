@@ -66,7 +66,11 @@ async def test_unknown_or_abstained_says_treat_as_poisonous_with_photo_tips(tmp_
     [reply] = await core.handle(photo_event())
     [answer] = await core.handle(text_event("is it edible?"))
     core.close()
-    assert "I can't identify this reliably: treat it as poisonous" in reply.text
+    if model == "abstain":
+        assert "I can't identify this reliably: treat it as poisonous" in reply.text
+    else:  # a named species whose lookalikes a photo cannot rule out
+        assert "A photo can't rule out this mushroom's dangerous lookalikes: treat it as poisonous" in reply.text
+        assert "I can't identify this reliably" not in reply.text
     assert "UNKNOWN - treat it as poisonous" in reply.text
     assert "stem" in reply.text and "size reference" in reply.text
     assert "treat it as poisonous" in answer.text
