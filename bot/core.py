@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 _SUBJECT_INTENTS = {"toxicity", "lookalikes", "features", "symptoms", "habitat"}
 PROGRESS_EVERY_S = 15.0
 MAX_BATCH = 16  # photos per identify_each call when messages queue up
+# How often a local-mode bot looks whether the serving index moved (a re-ingest or rollback run by
+# another process, e.g. `python -m ingest run` or the Kubernetes Job).
+INDEX_CHECK_S = 30.0
 
 
 class UserFacingError(Exception):
@@ -92,6 +95,8 @@ class BotCore:
         self._classifier_factory = classifier_factory
         self._answerer = answerer
         self._answerer_factory = answerer_factory
+        self._answerer_collection: str | None = None  # the serving collection the answerer opened
+        self._index_checked_at = float("-inf")
         self._load_lock = threading.Lock()
         workers = max(1, settings.worker_threads)
         self._vision_pool = ThreadPoolExecutor(workers, thread_name_prefix="bot-vision")
@@ -149,7 +154,34 @@ class BotCore:
     def model_version(self) -> str | None:
         return getattr(self._classifier, "version", None) if self._classifier is not None else None
 
+    def _follow_serving_index(self) -> None:
+        """Reopen the answerer when the serving alias has moved since it was opened.
+
+        An open answerer stays on the collection it opened, and re-ingest keeps only two
+        versions, so without this a long-running local bot would serve stale text and then
+        lose its collection after two re-ingests by another process.
+        """
+        if self._answerer_factory is None or self.settings.inference_url:
+            return  # an injected answerer, or the API (which follows the index itself)
+        now = time.monotonic()
+        if now - self._index_checked_at < INDEX_CHECK_S:
+            return
+        self._index_checked_at = now
+        try:
+            from ingest.store import get_client, read_alias
+
+            current = read_alias(get_client(self.settings)).current or None
+        except Exception as error:  # noqa: BLE001 - keep the answerer we have
+            log.info("could not read the serving index alias: %s", error)
+            return
+        if current != self._answerer_collection:
+            if self._answerer is not None:
+                log.info("serving index moved to %s: reopening the knowledge base", current)
+            self._answerer = None
+            self._answerer_collection = current
+
     def _get_answerer(self):
+        self._follow_serving_index()
         if self._answerer is None:
             with self._load_lock:
                 if self._answerer is None:
@@ -556,7 +588,7 @@ class BotCore:
             report = await asyncio.to_thread(reingest, self.settings, progress=progress)
             ok = bool(getattr(report, "ok", True))
             if ok and self._answerer_factory is not None:
-                self._answerer = None  # reopen the (new) serving collection on the next question
+                self._index_checked_at = float("-inf")  # reopen on the new version at the next question
             summary = report.summary() if hasattr(report, "summary") else _describe_report(report)
             text = f"Re-ingest finished. {summary}" if ok else summary
             outcome = "ok" if ok else "error"

@@ -272,3 +272,31 @@ async def test_concurrent_single_photos_are_batched_but_each_gets_its_own_result
     got = [memory.recent_identifications("test", f"chat{i}")[0].top_label for i in range(len(photos))]
     memory.close()
     assert got == expected
+
+
+async def test_local_bot_follows_a_reingest_run_by_another_process(tmp_path, models, monkeypatch):
+    """`python -m ingest run` (or the Kubernetes Job) moves the alias; a running bot must follow it."""
+    from bot import core as core_module
+    from ingest.pipeline import reingest
+    from ingest.store import get_client, read_alias
+    from ingest.testing import tiny_catalog, write_tiny_guides
+
+    monkeypatch.setattr(core_module, "INDEX_CHECK_S", 0.0)
+    guides = write_tiny_guides(tmp_path / "guides")
+    settings = make_settings(tmp_path)
+    assert reingest(settings, sources=[guides], catalog=tiny_catalog()).ok
+    from knowledge_base.answer import Answerer
+
+    core = make_core(settings, models["deadly"], answerer=None,
+                     answerer_factory=lambda: Answerer.from_settings(settings))
+    [first] = await core.handle(text_event("is the death cap deadly?"))
+    opened = core._answerer
+    assert core._answerer_collection == read_alias(get_client(settings)).current == "guides_v1"
+
+    (guides / "extra.md").write_text("# Amanita phalloides\n\nA new passage on the death cap's volva.\n")
+    assert reingest(settings, sources=[guides], catalog=tiny_catalog()).ok  # another process, same store
+    [second] = await core.handle(text_event("is the death cap deadly?"))
+    core.close()
+    assert "Amanita phalloides" in first.text and "Amanita phalloides" in second.text
+    assert core._answerer is not opened  # reopened on the new version
+    assert core._answerer_collection == "guides_v2"
