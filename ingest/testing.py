@@ -154,3 +154,26 @@ def minimal_pdf(text: str) -> bytes:
         out += f"{offset:010d} 00000 n \n".encode()
     out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
     return bytes(out)
+
+
+def crash_embedding_on_batch(monkeypatch, batch: int = 3, batch_size: int = 4) -> dict[str, int]:
+    """Make the embedder raise on its `batch`-th call, after earlier batches were written.
+
+    Small batches make sure a half-built collection really exists when the crash comes.
+    Returns the call counter so a test can check the crash happened where intended.
+    """
+    from ingest import pipeline
+    from ingest.embeddings import MiniLMEmbeddings
+
+    monkeypatch.setattr(pipeline, "EMBED_BATCH", batch_size)
+    calls = {"n": 0}
+    real = MiniLMEmbeddings.embed_documents
+
+    def flaky(self, texts):
+        calls["n"] += 1
+        if calls["n"] == batch:
+            raise RuntimeError("embedding backend crashed")
+        return real(self, texts)
+
+    monkeypatch.setattr(MiniLMEmbeddings, "embed_documents", flaky)
+    return calls

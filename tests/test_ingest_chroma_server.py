@@ -22,8 +22,7 @@ from kb_support import one_torch_thread  # noqa: E402
 
 from bot.settings import Settings  # noqa: E402
 from ingest import pipeline, store  # noqa: E402
-from ingest.embeddings import MiniLMEmbeddings  # noqa: E402
-from ingest.testing import tiny_catalog, write_tiny_guides  # noqa: E402
+from ingest.testing import crash_embedding_on_batch, tiny_catalog, write_tiny_guides  # noqa: E402
 from knowledge_base.answer import Answerer  # noqa: E402
 from knowledge_base.catalog import default_catalog  # noqa: E402
 
@@ -177,17 +176,7 @@ def test_answerer_from_settings_cites_the_guide_over_http(settings, guides):
 
 def test_failure_midway_leaves_serving_version_and_no_half_collection(settings, guides, monkeypatch):
     assert _ingest(settings).status == "built"
-    monkeypatch.setattr(pipeline, "EMBED_BATCH", 4)
-    calls = {"n": 0}
-    real = MiniLMEmbeddings.embed_documents
-
-    def flaky(self, texts):
-        calls["n"] += 1
-        if calls["n"] == 3:  # two batches are already written to the server when this one fails
-            raise RuntimeError("embedding backend crashed")
-        return real(self, texts)
-
-    monkeypatch.setattr(MiniLMEmbeddings, "embed_documents", flaky)
+    calls = crash_embedding_on_batch(monkeypatch, batch=3)  # two batches are written before the crash
     report = _ingest(settings, force=True)
     assert report.status == "failed" and "embedding backend crashed" in report.error
     assert calls["n"] == 3

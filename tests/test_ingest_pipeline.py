@@ -9,8 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bot.settings import Settings  # noqa: E402
 from ingest import pipeline, store  # noqa: E402
 from ingest.__main__ import main as cli_main  # noqa: E402
-from ingest.embeddings import MiniLMEmbeddings  # noqa: E402
-from ingest.testing import tiny_catalog, write_tiny_guides  # noqa: E402
+from ingest.testing import crash_embedding_on_batch, tiny_catalog, write_tiny_guides  # noqa: E402
 
 
 @pytest.fixture()
@@ -89,19 +88,10 @@ def test_unchanged_content_is_not_rebuilt_and_force_keeps_two_versions(settings,
 
 def test_embedding_failure_midway_leaves_v1_serving_and_no_half_collection(settings, guides, monkeypatch):
     assert _ingest(settings).status == "built"
-    monkeypatch.setattr(pipeline, "EMBED_BATCH", 4)
-    calls = {"n": 0}
-    real = MiniLMEmbeddings.embed_documents
-
-    def flaky(self, texts):
-        calls["n"] += 1
-        if calls["n"] == 3:  # two batches are already written when this one fails
-            raise RuntimeError("embedding backend crashed")
-        return real(self, texts)
-
-    monkeypatch.setattr(MiniLMEmbeddings, "embed_documents", flaky)
+    calls = crash_embedding_on_batch(monkeypatch, batch=3)  # two batches are written before the crash
     report = _ingest(settings, force=True)  # force: every batch is embedded afresh
     assert report.status == "failed" and "embedding backend crashed" in report.error
+    assert calls["n"] == 3
     assert "still serving" in report.summary()
     client = store.get_client(settings)
     assert store.list_versions(client) == ["guides_v1"]
