@@ -407,7 +407,7 @@ class BotCore:
             return f"About {which}:"
         name = say.display_name(ident.top_label, self.catalog)
         guess = f"most likely {name}, {say.percent(ident.probabilities[0])}"
-        if ident.abstained:
+        if ident.abstained or ident.probabilities[0] < say.UNSURE_BELOW:
             guess = f"best guess {name}, not reliable"
         elif ident.verdict == "unknown":
             guess += ", but not sure enough to rule out a dangerous species"

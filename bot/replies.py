@@ -29,6 +29,7 @@ VERDICT_WORDS = {
 NOT_RELIABLE = "**I can't identify this reliably: treat it as poisonous.**"
 # A species is named with confidence, but the model is not allowed (or not sure enough) to rule
 # out its dangerous lookalikes from a photo: the verdict stays "unknown".
+UNSURE_BELOW = 0.5  # a top guess below this probability is never presented as "most likely"
 CANT_RULE_OUT = "**A photo can't rule out this mushroom's dangerous lookalikes: treat it as poisonous.**"
 
 PHOTO_TIPS = (
@@ -155,7 +156,9 @@ def identification_text(
         if verdict == "unknown":
             # Confident enough to name a species, not to rule out a dangerous one.
             parts.append(CANT_RULE_OUT)
-        parts.append(f"**Most likely{photos}:**\n" + top_guesses(labels, probabilities, catalog))
+        # The danger rule can give a verdict on a weak top guess: say plainly that the name is unsure.
+        heading = "Most likely" if probabilities[0] >= UNSURE_BELOW else "My best guesses - not reliable"
+        parts.append(f"**{heading}{photos}:**\n" + top_guesses(labels, probabilities, catalog))
         parts.append(f"Verdict: {verdict_line(verdict)}")
         top_class = catalog.edibility(top)
         if verdict in DANGEROUS and top_class not in DANGEROUS:

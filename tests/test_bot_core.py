@@ -300,3 +300,15 @@ async def test_local_bot_follows_a_reingest_run_by_another_process(tmp_path, mod
     assert "Amanita phalloides" in first.text and "Amanita phalloides" in second.text
     assert core._answerer is not opened  # reopened on the new version
     assert core._answerer_collection == "guides_v2"
+
+
+def test_a_weak_top_guess_with_a_danger_verdict_is_not_called_most_likely():
+    from bot import replies as say
+    from knowledge_base.catalog import default_catalog
+
+    text = say.identification_text(
+        ["amanita_vaginata", "amanita_phalloides", "boletus_edulis"], [0.21, 0.17, 0.08],
+        verdict="poisonous", abstained=False, danger_probability=0.17, photo_count=1, catalog=default_catalog(),
+    )
+    assert "My best guesses - not reliable" in text and "Most likely" not in text
+    assert "POISONOUS" in text and "Amanita phalloides" in text
