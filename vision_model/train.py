@@ -83,7 +83,7 @@ class TrainArguments(DataArguments):
     num_hidden_layers: int = field(default=12, metadata={"help": "keep this many backbone blocks"})
     frozen_layers: int = field(default=7, metadata={"help": "blocks kept frozen (their outputs are cached)"})
     augmented_views: int = field(default=4, metadata={"help": "cached random views per training photo"})
-    epochs: int = field(default=18, metadata={"help": "fine-tuning epochs (one random view per photo each)"})
+    epochs: int = field(default=24, metadata={"help": "fine-tuning epochs (one random view per photo each)"})
     batch_size: int = 32
     # With a fresh (zero) head the blocks take usual fine-tuning rates for a batch of 32; a
     # warm-started linear head needs tiny ones (1e-5) and then barely improves (docs/TRAINING.md).
@@ -94,8 +94,8 @@ class TrainArguments(DataArguments):
     balance_power: float = field(
         default=0.5, metadata={"help": "sampling weight of a photo = n_class^-power (0 none, 1 balanced)"}
     )
-    patience: int = field(default=6, metadata={"help": "early stopping: epochs without val improvement"})
-    max_minutes: float = field(default=45.0, metadata={"help": "stop fine-tuning after this long"})
+    patience: int = field(default=8, metadata={"help": "early stopping: epochs without val improvement"})
+    max_minutes: float = field(default=50.0, metadata={"help": "stop fine-tuning after this long"})
     seed: int = 0
     cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-features"))
     resume: bool = field(default=True, metadata={"help": "resume from <output_dir>/checkpoint.pt"})
