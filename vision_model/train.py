@@ -384,12 +384,6 @@ def selection_score(m: dict[str, float]) -> float:
 # --- stage 2: fine-tune the top blocks ----------------------------------------------------------
 
 
-def trainable_parameters(model, frozen_layers: int):
-    blocks = [p for b in model.dinov2.encoder.layer[frozen_layers:] for p in b.parameters()]
-    head = list(model.dinov2.layernorm.parameters()) + list(model.classifier.parameters())
-    return blocks, head
-
-
 def parameter_groups(model, args: TrainArguments) -> list[dict]:
     """Layer-wise learning rates: the top block at learning_rate, each one below x layer_decay.
 
@@ -402,7 +396,7 @@ def parameter_groups(model, args: TrainArguments) -> list[dict]:
         {"params": list(layers[i].parameters()), "lr": args.learning_rate * args.layer_decay ** (top - i)}
         for i in range(args.frozen_layers, len(layers))
     ]
-    _, head = trainable_parameters(model, args.frozen_layers)
+    head = list(model.dinov2.layernorm.parameters()) + list(model.classifier.parameters())
     groups.append({"params": head, "lr": args.head_learning_rate})
     return groups
 
@@ -450,12 +444,13 @@ def finetune(
     val_rows = cache.rows(ids["val"], centre_only=True)
     val_samples = cache.sample_index[val_rows]
 
-    blocks, head = trainable_parameters(model, args.frozen_layers)
+    groups = parameter_groups(model, args)
+    trainable = [p for g in groups for p in g["params"]]
     for p in model.parameters():
         p.requires_grad_(False)
-    for p in blocks + head:
+    for p in trainable:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(parameter_groups(model, args), weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     warmup = max(1, steps_per_epoch)  # one epoch: the first Adam steps are sign-like and large
@@ -505,7 +500,7 @@ def finetune(
             loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(blocks + head, 1.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
             opt.step()
             sched.step()
             epoch_loss += loss.item() * len(batch_rows)
