@@ -205,3 +205,52 @@ def test_patch_dropout_keeps_cls_and_a_random_subset_of_patches():
         chosen = [tuple(t.tolist()) for t in kept[row, 1:]]
         assert len(set(chosen)) == 8 and set(chosen) <= originals  # distinct patches of the same row
     assert drop_patch_tokens(tokens, 0.01).shape == (2, 2, 3)  # at least one patch survives
+
+
+def test_refit_trains_on_validation_photos_and_takes_its_twins_calibration(trained, tmp_path):
+    import dataclasses
+
+    from vision_model import calibrate, export, train
+    from vision_model.verdict import SafetyConfig
+
+    tmp, args, _ = trained
+    twin = tmp / "release"  # trained on train photos only and calibrated on validation
+    refit_args = dataclasses.replace(
+        args,
+        output_dir=str(tmp_path / "refit"),
+        release_dir=None,
+        cache_dir=str(tmp_path / "cache"),
+        refit=True,
+        calibrate=False,
+        epochs=2,
+        patience=0,  # would stop after one epoch without --refit
+        version="tiny-refit",
+    )
+    with pytest.raises(ValueError, match="calibrate"):
+        train.main(dataclasses.replace(refit_args, calibrate=True))
+    model_dir = train.main(refit_args)
+
+    info = json.loads((model_dir / "train_info.json").read_text())
+    assert info["refit"] is True and (info["n_train"], info["n_val"]) == (16, 4)  # 12 train + 4 val photos
+    history = json.loads((tmp_path / "refit" / "history.json").read_text())
+    assert [r["epoch"] for r in history if "stage" not in r] == [1, 2]  # no early stopping
+    # 20 centre views + one augmented view per photo trained on (validation photos included).
+    (cache,) = (tmp_path / "cache").iterdir()
+    assert json.loads((cache / "done.json").read_text())["rows"] == 20 + 16
+
+    with pytest.raises(ValueError, match="--from_model"):  # its validation photos are training photos
+        calibrate.main(calibrate.CalibrateArguments(model=str(model_dir), data_dir=args.data_dir))
+    with pytest.raises(ValueError, match="calibrate it first"):
+        calibrate.transfer(model_dir, model_dir, None)  # not calibrated yet: nothing to take
+    safety = calibrate.main(calibrate.CalibrateArguments(model=str(model_dir), from_model=str(twin)))
+    source = SafetyConfig.load(twin)
+    assert SafetyConfig.load(model_dir) == safety
+    assert safety.temperature == source.temperature
+    assert safety.abstain_min_probability == source.abstain_min_probability
+    assert safety.version == "tiny-refit"
+    assert safety.extra["transferred_from"] == {"model": str(twin), "version": "tiny-e2e"}
+
+    card = export.model_card(model_dir, {}, {})
+    assert "refit on train + validation photos for 2 epochs" in card
+    assert "taken from the twin run `tiny-e2e`" in card
+    assert "--refit" in card and "--from_model var/runs/vision/model" in card

