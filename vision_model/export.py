@@ -40,7 +40,7 @@ def reproduce_command(mode: str = "finetune", refit: bool = False) -> str:
         # The twin (train photos only) is calibrated on validation; the refit takes its calibration.
         run = "var/runs/vision-refit"
         train += (
-            f" && python -m vision_model train --output_dir {run} --refit --no-calibrate"
+            f" && python -m vision_model train --output_dir {run} --refit --max_minutes 90 --no-calibrate"
             f" && python -m vision_model calibrate --model {run}/model --from_model var/runs/vision/model"
         )
     return (

@@ -555,6 +555,8 @@ def finetune(
             break
         if (time.monotonic() - started) / 60 > args.max_minutes:
             log.info("stopping: max_minutes=%s reached", args.max_minutes)
+            if args.refit:
+                log.warning("refit cut short at epoch %d of %d: raise --max_minutes", epoch + 1, args.epochs)
             break
     # A refit has no held-out photos to choose an epoch with: its last epoch is the model.
     if best_state is not None and not args.refit:
