@@ -234,6 +234,7 @@ def test_refit_trains_on_validation_photos_and_takes_its_twins_calibration(train
     assert info["refit"] is True and (info["n_train"], info["n_val"]) == (16, 4)  # 12 train + 4 val photos
     history = json.loads((tmp_path / "refit" / "history.json").read_text())
     assert [r["epoch"] for r in history if "stage" not in r] == [1, 2]  # no early stopping
+    assert not [k for r in history if "stage" not in r for k in r if k.startswith("val_")]  # no val pass
     # 20 centre views + one augmented view per photo trained on (validation photos included).
     (cache,) = (tmp_path / "cache").iterdir()
     assert json.loads((cache / "done.json").read_text())["rows"] == 20 + 16

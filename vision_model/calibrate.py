@@ -540,16 +540,14 @@ def transfer(model_dir: Path, twin_dir: Path, version: str | None) -> SafetyConf
     the twin measured how this recipe behaves on photos it has not seen, which is what the
     refit model will meet. `evaluate` on the test split checks that the transfer holds (ECE).
     """
-    from vision_model.release import read_labels
+    from vision_model.release import read_labels, read_train_info
 
     if read_labels(model_dir) != read_labels(twin_dir):
         raise ValueError(f"{twin_dir} has a different label set: its calibration does not apply")
     if not (twin_dir / SAFETY_FILE).exists():
         raise ValueError(f"{twin_dir} has no {SAFETY_FILE}: calibrate it first")
     twin = SafetyConfig.load(twin_dir)
-    info_path = model_dir / "train_info.json"
-    if not version and info_path.exists():
-        version = json.loads(info_path.read_text()).get("version")
+    version = version or read_train_info(model_dir).get("version")
     safety = dataclasses.replace(
         twin,
         version=version or SafetyConfig.load(model_dir).version,
@@ -561,13 +559,12 @@ def transfer(model_dir: Path, twin_dir: Path, version: str | None) -> SafetyConf
 
 
 def main(args: CalibrateArguments) -> SafetyConfig:
-    from vision_model.release import read_labels
+    from vision_model.release import read_labels, read_train_info
 
     model_dir = Path(args.model)
     if args.from_model:
         return transfer(model_dir, Path(args.from_model), args.version)
-    info_path = model_dir / "train_info.json"
-    if info_path.exists() and json.loads(info_path.read_text()).get("refit"):
+    if read_train_info(model_dir).get("refit"):
         raise ValueError(
             f"{model_dir} was trained on its validation photos (--refit): calibrate its twin and "
             "pass --from_model TWIN_DIR"

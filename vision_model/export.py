@@ -16,7 +16,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vision_model.release import BUNDLED_MODEL_DIR, MAX_RELEASE_BYTES, read_labels, release_size_bytes
+from vision_model.release import (
+    BUNDLED_MODEL_DIR,
+    MAX_RELEASE_BYTES,
+    read_labels,
+    read_train_info,
+    release_size_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +150,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
     from vision_model.verdict import SafetyConfig
 
     labels = read_labels(model_dir)
-    info = (
-        json.loads((model_dir / "train_info.json").read_text())
-        if (model_dir / "train_info.json").exists()
-        else {}
-    )
+    info = read_train_info(model_dir)
     safety = SafetyConfig.load(model_dir)
     main = info.get("main_classes", [])
     m = metrics or {}

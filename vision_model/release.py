@@ -50,6 +50,12 @@ def read_labels(model_dir: str | Path) -> list[str]:
     return [id2label[k] for k in sorted(id2label, key=int)]
 
 
+def read_train_info(model_dir: str | Path) -> dict:
+    """train_info.json of a model directory (how it was trained), or {} when it has none."""
+    path = Path(model_dir) / "train_info.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def release_size_bytes(model_dir: str | Path = BUNDLED_MODEL_DIR) -> int:
     """Total size of the files in a model directory (what the 50 MB budget counts)."""
     return sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())

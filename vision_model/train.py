@@ -434,6 +434,13 @@ def drop_patch_tokens(tokens: torch.Tensor, keep: float) -> torch.Tensor:
     return torch.cat([tokens[:, :1], kept], dim=1)
 
 
+def evaluate_on_val(model, cache, val_rows, targets, main_mask_by_sample, args) -> dict[str, float]:
+    with torch.no_grad():
+        logits = model.classifier(pooled_features(model, cache, val_rows, args.frozen_layers))
+    samples = cache.sample_index[val_rows]
+    return split_accuracy(logits, targets[samples], main_mask_by_sample[samples])
+
+
 def finetune(
     args: TrainArguments,
     model,
@@ -454,7 +461,6 @@ def finetune(
     ].numpy()
     per_photo_w = per_photo_w / per_photo_w.sum()
     val_rows = cache.rows(ids["val"], centre_only=True)
-    val_samples = cache.sample_index[val_rows]
 
     groups = parameter_groups(model, args)
     trainable = [p for g in groups for p in g["params"]]
@@ -474,13 +480,14 @@ def finetune(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     history: list[dict] = []
-    # The stage-1 linear model is the baseline: fine-tuning only replaces it when val improves.
-    with torch.no_grad():
-        val_logits = model.classifier(pooled_features(model, cache, val_rows, args.frozen_layers))
-    best_score = selection_score(
-        split_accuracy(val_logits, targets[val_samples], main_mask_by_sample[val_samples])
-    )
-    best_state, bad_epochs, start_epoch = trainable_state(model, args.frozen_layers), 0, 0
+    # A refit trains on the validation photos: none are held out to choose an epoch or stop early
+    # with, so it skips the validation pass, runs every epoch and keeps the last.
+    select_on_val = not args.refit
+    best_score, best_state, bad_epochs, start_epoch = -math.inf, None, 0, 0
+    if select_on_val:
+        # The stage-1 linear model is the baseline: fine-tuning only replaces it when val improves.
+        best_score = selection_score(evaluate_on_val(model, cache, val_rows, targets, main_mask_by_sample, args))
+        best_state = trainable_state(model, args.frozen_layers)
     ckpt_path = out_dir / "checkpoint.pt"
     if args.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
@@ -518,21 +525,21 @@ def finetune(
             epoch_loss += loss.item() * len(batch_rows)
             seen += len(batch_rows)
             bar.set_postfix(loss=f"{epoch_loss / seen:.3f}", img_s=f"{seen / (time.monotonic() - t0):.1f}")
-        val_logits = model.classifier(pooled_features(model, cache, val_rows, args.frozen_layers))
-        metrics = split_accuracy(val_logits, targets[val_samples], main_mask_by_sample[val_samples])
         record = {
             "epoch": epoch + 1,
             "train_loss": epoch_loss / max(1, seen),
             "train_img_per_s": seen / (time.monotonic() - t0),
             "elapsed_min": (time.monotonic() - started) / 60,
-            **{f"val_{k}": v for k, v in metrics.items()},
         }
-        score = selection_score(metrics)
-        if score > best_score:
-            best_score, best_state, bad_epochs = score, trainable_state(model, args.frozen_layers), 0
-        else:
-            bad_epochs += 1
-        record["best"] = bad_epochs == 0
+        if select_on_val:
+            metrics = evaluate_on_val(model, cache, val_rows, targets, main_mask_by_sample, args)
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+            score = selection_score(metrics)
+            if score > best_score:
+                best_score, best_state, bad_epochs = score, trainable_state(model, args.frozen_layers), 0
+            else:
+                bad_epochs += 1
+            record["best"] = bad_epochs == 0
         history.append(record)
         log.info("epoch %d: %s", epoch + 1, json.dumps(record))
         write_history(history, out_dir)
@@ -550,7 +557,7 @@ def finetune(
             },
             ckpt_path,
         )
-        if bad_epochs >= args.patience and not args.refit:
+        if select_on_val and bad_epochs >= args.patience:
             log.info("early stopping: no val improvement for %d epochs", bad_epochs)
             break
         if (time.monotonic() - started) / 60 > args.max_minutes:
@@ -558,8 +565,7 @@ def finetune(
             if args.refit:
                 log.warning("refit cut short at epoch %d of %d: raise --max_minutes", epoch + 1, args.epochs)
             break
-    # A refit has no held-out photos to choose an epoch with: its last epoch is the model.
-    if best_state is not None and not args.refit:
+    if select_on_val and best_state is not None:
         model.load_state_dict(best_state, strict=False)
     return history
 
@@ -734,7 +740,7 @@ def main(args: TrainArguments) -> Path:
         "frozen_layers": args.frozen_layers,
         "seed": args.seed,
         "train_minutes": (time.monotonic() - t_start) / 60,
-        "n_train": n_train + n_val if args.refit else n_train,
+        "n_train": len(ids["train"]),
         "n_val": n_val,
         "refit": args.refit,
         "n_test": len(splits.test),
