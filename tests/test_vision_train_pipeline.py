@@ -147,6 +147,55 @@ def test_fresh_head_trains_with_layer_wise_rates(tmp_path):
     assert torch.isfinite(weights["classifier.bias"].float()).all()
 
 
+def test_weight_averaging_keeps_the_mean_of_the_last_epochs_across_resumes(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from vision_model import export, train
+
+    data = make_folder(tmp_path / "img", LABELS)
+    args = train.TrainArguments(
+        data_dir=str(data),
+        backbone=str(tiny_backbone(tmp_path / "backbone")),
+        output_dir=str(tmp_path / "run"),
+        num_hidden_layers=2,
+        frozen_layers=1,
+        augmented_views=1,
+        learning_rate=1e-3,
+        head_learning_rate=1e-2,
+        epochs=3,
+        average_last=2,  # the mean of epochs 2 and 3
+        patience=0,  # would stop after one epoch without improvement: averaging turns that off
+        batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+        calibrate=False,
+        save_fp16=False,
+        max_minutes=0,  # one epoch per call: every epoch goes through a checkpoint and a resume
+    )
+    ckpt_path = tmp_path / "run" / "checkpoint.pt"
+    states = []
+    for _ in range(3):
+        model_dir = train.main(args)
+        states.append(torch.load(ckpt_path, weights_only=False))
+    assert [s["epoch"] for s in states] == [0, 1, 2] and [s["n_averaged"] for s in states] == [0, 1, 2]
+    assert states[0]["average"] is None  # epoch 1 is outside the window
+
+    epoch2, epoch3 = states[1]["state"], states[2]["state"]
+    saved = load_file(str(model_dir / "model.safetensors"))
+    for name in ("classifier.weight", "dinov2.encoder.layer.1.mlp.fc1.weight"):
+        assert not torch.equal(epoch2[name], epoch3[name])
+        torch.testing.assert_close(saved[name], (epoch2[name] + epoch3[name]) / 2)
+
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [r["epoch"] for r in history if "stage" not in r] == [1, 2, 3]  # no early stopping
+    (mean_row,) = [r for r in history if r.get("stage") == "average"]
+    assert mean_row["averaged"] == 2 and 0.0 <= mean_row["val_top1"] <= 1.0  # validation reported
+    info = json.loads((model_dir / "train_info.json").read_text())
+    assert "3 epochs, mean of the last 2 epochs' weights kept" in export.training_line(info)
+    refit = dict(info, refit=True)
+    assert "refit on train + validation photos for 3 epochs, mean of the last 2" in export.training_line(refit)
+
+
 def test_evaluate_writes_report_plots_and_json(trained):
     from vision_model import evaluate
 

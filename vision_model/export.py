@@ -126,10 +126,12 @@ def training_line(info: dict) -> str:
     ]
     if args.get("token_keep", 1.0) < 1.0:
         parts.append(f"{args['token_keep']:.0%} of patch tokens kept per training view")
+    epochs, averaged = args.get("epochs", "?"), args.get("average_last", 0)
+    kept = f"mean of the last {averaged} epochs' weights kept" if averaged else None
     if info.get("refit"):
-        parts.append(f"refit on train + validation photos for {args.get('epochs', '?')} epochs, last kept")
+        parts.append(f"refit on train + validation photos for {epochs} epochs, {kept or 'last kept'}")
     else:
-        parts.append(f"best of {args.get('epochs', '?')} epochs on validation")
+        parts.append(f"{epochs} epochs, {kept}" if kept else f"best of {epochs} epochs on validation")
     return "; ".join(parts)
 
 

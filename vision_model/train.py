@@ -129,6 +129,14 @@ class TrainArguments(DataArguments):
             "help": "model directory whose classifier head starts fine-tuning (skips the linear stage)"
         },
     )
+    average_last: int = field(
+        default=0,
+        metadata={
+            "help": "keep the mean of the weights at the end of the last N epochs (stochastic weight "
+            "averaging; 0: off). The mean is the model, for a twin and its refit alike, so there is "
+            "no early stopping; the validation figures of the mean are logged"
+        },
+    )
     refit: bool = field(
         default=False,
         metadata={
@@ -253,8 +261,9 @@ def _cache_key(args: TrainArguments, samples: list[Sample], train_set: set[Path]
 def build_feature_cache(args: TrainArguments, model, preprocess: Preprocess, splits: Splits) -> FeatureCache:
     """Compute (or reuse) the frozen-block tokens; resumable if interrupted part-way."""
     samples = splits.train + splits.val + splits.test
-    # Photos that get augmented views: the ones fine-tuning learns from.
-    train_set = {s.path for s in splits.train + (splits.val if args.refit else [])}
+    # Photos that get augmented views: the training photos and the validation photos, so that a
+    # twin and its refit share one cache (the twin reads only the validation photos' centre view).
+    train_set = {s.path for s in splits.train + splits.val}
     plan: list[tuple[int, int]] = []  # (sample index, view index)
     for i, s in enumerate(samples):
         plan.append((i, 0))
@@ -481,8 +490,14 @@ def finetune(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     history: list[dict] = []
     # A refit trains on the validation photos: none are held out to choose an epoch or stop early
-    # with, so it skips the validation pass, runs every epoch and keeps the last.
-    select_on_val = not args.refit
+    # with, so it skips the validation pass, runs every epoch and keeps the last (or the average).
+    validate = not args.refit
+    # With weight averaging the mean of the last epochs is the model whatever validation says, so
+    # that a twin and its refit follow one recipe; validation is then only reported.
+    select_on_val = validate and not args.average_last
+    first_averaged = args.epochs - args.average_last if args.average_last else args.epochs
+    average: dict[str, torch.Tensor] | None = None
+    n_averaged = 0
     best_score, best_state, bad_epochs, start_epoch = -math.inf, None, 0, 0
     if select_on_val:
         # The stage-1 linear model is the baseline: fine-tuning only replaces it when val improves.
@@ -495,6 +510,7 @@ def finetune(
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         history, best_score, best_state = ckpt["history"], ckpt["best_score"], ckpt["best_state"]
+        average, n_averaged = ckpt.get("average"), ckpt.get("n_averaged", 0)
         bad_epochs, start_epoch = ckpt["bad_epochs"], ckpt["epoch"] + 1
         rng = ckpt["rng"]
         log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
@@ -531,9 +547,21 @@ def finetune(
             "train_img_per_s": seen / (time.monotonic() - t0),
             "elapsed_min": (time.monotonic() - started) / 60,
         }
-        if select_on_val:
+        if epoch >= first_averaged:
+            # Running mean of the end-of-epoch weights (SWA): averages out the last epochs' noise
+            # at no inference cost.
+            state = trainable_state(model, args.frozen_layers)
+            n_averaged += 1
+            if average is None:
+                average = state
+            else:
+                for k, v in state.items():
+                    average[k] += (v - average[k]) / n_averaged
+            record["averaged"] = n_averaged
+        if validate:
             metrics = evaluate_on_val(model, cache, val_rows, targets, main_mask_by_sample, args)
             record.update({f"val_{k}": v for k, v in metrics.items()})
+        if select_on_val:
             score = selection_score(metrics)
             if score > best_score:
                 best_score, best_state, bad_epochs = score, trainable_state(model, args.frozen_layers), 0
@@ -552,6 +580,8 @@ def finetune(
                 "best_score": best_score,
                 "best_state": best_state,
                 "bad_epochs": bad_epochs,
+                "average": average,
+                "n_averaged": n_averaged,
                 "epoch": epoch,
                 "rng": rng,
             },
@@ -562,10 +592,21 @@ def finetune(
             break
         if (time.monotonic() - started) / 60 > args.max_minutes:
             log.info("stopping: max_minutes=%s reached", args.max_minutes)
-            if args.refit:
-                log.warning("refit cut short at epoch %d of %d: raise --max_minutes", epoch + 1, args.epochs)
+            if not select_on_val:
+                log.warning("run cut short at epoch %d of %d: raise --max_minutes", epoch + 1, args.epochs)
             break
-    if select_on_val and best_state is not None:
+    if average is not None:
+        model.load_state_dict(average, strict=False)
+        record = {"epoch": len(history), "stage": "average", "averaged": n_averaged}
+        if validate:
+            metrics = evaluate_on_val(model, cache, val_rows, targets, main_mask_by_sample, args)
+            record.update({f"val_{k}": v for k, v in metrics.items()})
+        log.info("kept the mean of the last %d epochs' weights: %s", n_averaged, json.dumps(record))
+        history.append(record)
+        write_history(history, out_dir)
+    elif args.average_last:
+        log.warning("no epoch reached the averaging window (the last %d): keeping the last epoch", args.average_last)
+    elif select_on_val and best_state is not None:
         model.load_state_dict(best_state, strict=False)
     return history
 
