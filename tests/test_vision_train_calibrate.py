@@ -154,6 +154,15 @@ def test_never_edible_fallback_keeps_answers_and_abstains_only_when_unsure():
     chosen = tune_thresholds(tuning, LABELS, edibility, 1.0, {})
 
     assert chosen["never_edible"] and chosen["allow_edible"] is False
+    # The planted mistake is recorded as the reason, and the model card quotes it.
+    case = chosen["hardest_case"]
+    assert (case["true_label"], case["predicted"], case["kind"]) == ("amanita_muscaria", "boletus_edulis", "val")
+    assert case["probability"] > 0.99 and case["true_edibility"] == "poisonous"
+    from vision_model.export import hardest_case_text
+
+    assert hardest_case_text(case) == (
+        f"e.g. a poisonous `amanita_muscaria` photo called `boletus_edulis` at {case['probability']:.4f}"
+    )
     # The abstain threshold is the selective-accuracy one, not a blanket "abstain on everything".
     top, correct = softmax(logits).max(1), softmax(logits).argmax(1) == targets
     threshold = chosen["abstain_min_probability"]

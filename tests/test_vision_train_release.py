@@ -52,3 +52,22 @@ def test_real_photo_split_is_deterministic_and_keeps_every_label(shared_data):
     a, b = split_samples(folder.samples, seed=0), split_samples(folder.samples, seed=0)
     assert [s.path for s in a.test] == [s.path for s in b.test]
     assert {s.label for s in a.train} == set(LABELS_GE2)  # every species has a training photo
+
+
+@needs_release
+def test_the_training_defaults_are_the_released_recipe():
+    """The model card's Reproduce line is the default command: the defaults must be what shipped."""
+    import dataclasses
+
+    from vision_model.release import read_train_info
+    from vision_model.train import TrainArguments
+
+    shipped = read_train_info(BUNDLED_MODEL_DIR)["args"]
+    recipe = {
+        "mode", "num_hidden_layers", "frozen_layers", "augmented_views", "epochs", "batch_size",
+        "learning_rate", "head_learning_rate", "weight_decay", "label_smoothing", "balance_power",
+        "seed", "head_init", "layer_decay", "token_keep", "average_last", "min_photos",
+        "val_fraction", "test_fraction",
+    }  # fmt: skip
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainArguments) if f.name in recipe}
+    assert {k: shipped[k] for k in recipe} == defaults

@@ -365,8 +365,31 @@ def selective_figures(top_prob: np.ndarray, correct: np.ndarray, threshold: floa
     }
 
 
+def hardest_case(
+    tuning: TuningSet, summaries: Summaries, is_edible: np.ndarray, labels: Sequence[str]
+) -> dict | None:
+    """The not-edible example that looks most confidently edible: why no edible threshold is safe.
+
+    Among examples whose true species is not plain edible (or unknown) but whose top-1 is an
+    edible species, the one with the most edible mass; the model card quotes it.
+    """
+    looks_edible = (summaries.top_class == "edible") & ~is_edible
+    if not looks_edible.any():
+        return None
+    i = int(np.flatnonzero(looks_edible)[np.argmax(summaries.edible_mass[looks_edible])])
+    target = -1 if tuning.target is None else int(tuning.target[i])
+    return {
+        "kind": tuning.kind[i],
+        "true_label": labels[target] if target >= 0 else None,
+        "true_edibility": tuning.truth[i],
+        "predicted": labels[int(np.argmax(tuning.logits[i]))],  # masked classes are -inf
+        "probability": float(summaries.top_prob[i]),
+        "edible_mass": float(summaries.edible_mass[i]),
+    }
+
+
 def never_edible_thresholds(
-    tuning: TuningSet, summaries: Summaries, is_edible: np.ndarray
+    tuning: TuningSet, summaries: Summaries, is_edible: np.ndarray, labels: Sequence[str]
 ) -> dict:
     """The fallback configuration: no edible verdicts, abstention tuned for selective accuracy."""
     kinds = np.array(tuning.kind)
@@ -404,6 +427,7 @@ def never_edible_thresholds(
         "dangerous_sharpened": 0,
         "missed_edible": missed,
         "never_edible": True,
+        "hardest_case": hardest_case(tuning, summaries, is_edible, labels),
         "selective": {
             "target_accuracy": SELECTIVE_ACCURACY_TARGET,
             "threshold_found": found is not None,
@@ -474,7 +498,7 @@ def tune_thresholds(
         # edible-looking top-1 gets "unknown" (treat as poisonous), a confident inedible one
         # "inedible"; only unsure or unfamiliar photos abstain.
         log.warning("no threshold setting reaches zero dangerous errors: the model will never say 'edible'")
-        return never_edible_thresholds(tuning, summaries["calibrated"], is_edible)
+        return never_edible_thresholds(tuning, summaries["calibrated"], is_edible, labels)
     return {**best[1], "allow_edible": True}
 
 
@@ -645,7 +669,7 @@ def main(args: CalibrateArguments) -> SafetyConfig:
             "labels_in_catalog": f"{catalogued}/{len(labels)}",
             "ood_percentiles": percentiles,
             "rule": NEVER_EDIBLE_RULE if chosen.get("never_edible") else GRID_RULE,
-            **{k: chosen[k] for k in ("selective", "ood") if k in chosen},
+            **{k: chosen[k] for k in ("selective", "ood", "hardest_case") if k in chosen},
         },
     }
     safety.save(model_dir)

@@ -46,7 +46,7 @@ def reproduce_command(mode: str = "finetune", refit: bool = False) -> str:
         # The twin (train photos only) is calibrated on validation; the refit takes its calibration.
         run = "var/runs/vision-refit"
         train += (
-            f" && python -m vision_model train --output_dir {run} --refit --max_minutes 90 --no-calibrate"
+            f" && python -m vision_model train --output_dir {run} --refit --no-calibrate"
             f" && python -m vision_model calibrate --model {run}/model --from_model var/runs/vision/model"
         )
     return (
@@ -95,13 +95,23 @@ def provenance(manifest: Path) -> dict:
     }
 
 
+def hardest_case_text(case: dict | None) -> str:
+    """'a poisonous `x` photo called `y` at 0.99' from calibrate's hardest_case record."""
+    if not case:
+        return "a photo of a species that is not plain edible called an edible one with high confidence"
+    edibility = case["true_edibility"].replace("_", "-")
+    photo = f"`{case['true_label']}` photo" if case.get("true_label") else "photo of an unseen species"
+    article = "an" if edibility[0] in "aeiou" else "a"
+    return f"e.g. {article} {edibility} {photo} called `{case['predicted']}` at {case['probability']:.4f}"
+
+
 def never_edible_note(safety) -> list[str]:
     tuning = safety.extra.get("tuning", {})
     if not tuning.get("never_edible_fallback"):
         return []
     return [
         '- **This model never says "edible".** On validation no threshold setting avoided every dangerous',
-        "  error (e.g. an edible-with-caution `boletus_erythropus` photo called `boletus_edulis` at 0.994), so",
+        f"  error ({hardest_case_text(tuning.get('hardest_case'))}), so",
         "  calibration switched edible verdicts off: photos with >= "
         f'{safety.danger_threshold:.0%} dangerous mass get deadly/poisonous; a confident edible or',
         '  edible-with-caution top-1 gets "unknown" (treat as poisonous), a confident inedible one "inedible";',
