@@ -163,6 +163,8 @@ def test_never_edible_fallback_keeps_answers_and_abstains_only_when_unsure():
     assert hardest_case_text(case) == (
         f"e.g. a poisonous `amanita_muscaria` photo called `boletus_edulis` at {case['probability']:.4f}"
     )
+    open_set = dict(case, kind="open_set_species", true_label=None, true_edibility="unknown")
+    assert hardest_case_text(open_set).startswith("e.g. a photo of a species outside the label set called")
     # The abstain threshold is the selective-accuracy one, not a blanket "abstain on everything".
     top, correct = softmax(logits).max(1), softmax(logits).argmax(1) == targets
     threshold = chosen["abstain_min_probability"]

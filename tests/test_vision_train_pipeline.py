@@ -228,6 +228,40 @@ def test_evaluate_writes_report_plots_and_json(trained):
     assert set(saved["calibration"]) >= {"ece_before", "ece_after", "temperature"}
 
 
+def test_export_writes_the_card_and_keeps_its_selection_note_for_the_same_model(trained, tmp_path):
+    import dataclasses
+    import shutil
+
+    from vision_model import export
+    from vision_model.verdict import SafetyConfig
+
+    _, _, model_dir = trained
+    note = tmp_path / "note.md"
+    note.write_text("Chosen on validation before the test split was read.\n")
+    release = tmp_path / "release"
+
+    def card_after_export(model, selection_note=None):
+        args = export.ExportArguments(
+            model=str(model), release_dir=str(release), manifest=str(tmp_path / "none.csv"),
+            selection_note=selection_note,
+        )  # fmt: skip
+        export.main(args)
+        return (release / "MODEL_CARD.md").read_text()
+
+    card = card_after_export(model_dir, str(note))
+    assert card.startswith("# Mushroom photo classifier - tiny-e2e\n")
+    assert "## How this release was chosen\nChosen on validation before the test split was read.\n\n## Known" in card
+    assert (release / "model.safetensors").is_file() and (release / "metrics.json").is_file()
+    # Re-exporting the same model (say after re-calibration) keeps the note ...
+    assert card_after_export(model_dir) == card
+    # ... a different model does not inherit it.
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    dataclasses.replace(SafetyConfig.load(other), version="tiny-other").save(other)
+    card = card_after_export(other)
+    assert card.startswith("# Mushroom photo classifier - tiny-other\n") and "How this release was chosen" not in card
+
+
 def test_train_help_lists_the_options():
     out = subprocess.run(
         [sys.executable, "-m", "vision_model", "train", "--help"],

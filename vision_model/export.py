@@ -66,6 +66,32 @@ class ExportArguments:
     report: str | None = field(default=None, metadata={"help": "evaluate's report directory (metrics.json)"})
     release_dir: str = field(default=str(BUNDLED_MODEL_DIR), metadata={"help": "where the release goes"})
     manifest: str = field(default=str(PROJECT_ROOT.parent / "shared" / "data" / "images" / "manifest.csv"))
+    selection_note: str | None = field(
+        default=None,
+        metadata={
+            "help": "Markdown file: how this release was chosen, for the card (default: re-exporting "
+            "the same model version keeps the note of the release's current card)"
+        },
+    )
+
+
+SELECTION_HEADING = "## How this release was chosen"
+
+
+def current_selection_note(release_dir: Path, version: str) -> str | None:
+    """The selection note of release_dir's card, if that card describes the same model version.
+
+    Re-exporting a model (after a catalog change: new thresholds, same weights) must not drop
+    the note written for it; a different model gets none until one is given.
+    """
+    card = release_dir / "MODEL_CARD.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8")
+    if not text.startswith(f"# Mushroom photo classifier - {version}\n") or SELECTION_HEADING not in text:
+        return None
+    section = text.split(SELECTION_HEADING, 1)[1]
+    return section.split("\n## ", 1)[0].strip() or None
 
 
 def provenance(manifest: Path) -> dict:
@@ -99,10 +125,12 @@ def hardest_case_text(case: dict | None) -> str:
     """'a poisonous `x` photo called `y` at 0.99' from calibrate's hardest_case record."""
     if not case:
         return "a photo of a species that is not plain edible called an edible one with high confidence"
+    called = f"called `{case['predicted']}` at {case['probability']:.4f}"
+    if not case.get("true_label"):  # an open-set example: its species is not in the label set
+        return f"e.g. a photo of a species outside the label set {called}"
     edibility = case["true_edibility"].replace("_", "-")
-    photo = f"`{case['true_label']}` photo" if case.get("true_label") else "photo of an unseen species"
     article = "an" if edibility[0] in "aeiou" else "a"
-    return f"e.g. {article} {edibility} {photo} called `{case['predicted']}` at {case['probability']:.4f}"
+    return f"e.g. {article} {edibility} `{case['true_label']}` photo {called}"
 
 
 def never_edible_note(safety) -> list[str]:
@@ -158,7 +186,7 @@ def calibration_line(safety) -> str:
     )
 
 
-def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
+def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str | None = None) -> str:
     from vision_model.verdict import SafetyConfig
 
     labels = read_labels(model_dir)
@@ -232,6 +260,8 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
         ]
     else:
         lines.append("(not evaluated yet)")
+    if selection_note:
+        lines += ["", SELECTION_HEADING, selection_note.strip()]
     lines += [
         "",
         "## Known limits",
@@ -256,8 +286,14 @@ def model_card(model_dir: Path, metrics: dict, prov: dict) -> str:
 
 
 def main(args: ExportArguments) -> Path:
+    from vision_model.verdict import SafetyConfig
+
     src, dst = Path(args.model), Path(args.release_dir)
     dst.mkdir(parents=True, exist_ok=True)
+    if args.selection_note:
+        note = Path(args.selection_note).read_text(encoding="utf-8")
+    else:  # read before the card is rewritten
+        note = current_selection_note(dst, SafetyConfig.load(src).version)
     for name in RELEASE_FILES:
         if (src / name).exists():
             (dst / name).write_bytes((src / name).read_bytes())
@@ -266,7 +302,7 @@ def main(args: ExportArguments) -> Path:
         metrics = json.loads((Path(args.report) / "metrics.json").read_text())
     (dst / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (dst / "MODEL_CARD.md").write_text(
-        model_card(dst, metrics, provenance(Path(args.manifest))), encoding="utf-8"
+        model_card(dst, metrics, provenance(Path(args.manifest)), note), encoding="utf-8"
     )
     size = release_size_bytes(dst)
     if size > MAX_RELEASE_BYTES:
