@@ -340,3 +340,70 @@ def test_refit_trains_on_validation_photos_and_takes_its_twins_calibration(train
     assert "refit on train + validation photos for 2 epochs" in card
     assert "taken from the twin run `tiny-e2e`" in card
     assert "--refit" in card and "--from_model var/runs/vision/model" in card
+
+
+def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, tmp_path):
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file
+
+    from vision_model import calibrate, export, soup, train
+    from vision_model.__main__ import _arguments_for
+    from vision_model.classifier import Classifier
+
+    tmp, args, first = trained
+    second = train.main(
+        dataclasses.replace(
+            args,
+            output_dir=str(tmp_path / "run-v2"),
+            release_dir=None,
+            cache_dir=str(tmp_path / "cache"),
+            augmented_views=2,
+            calibrate=False,
+            version="tiny-v2",
+        )
+    )
+    namespace = soup.build_parser().parse_args(
+        ["--models", str(first), str(second), "--output_dir", str(tmp_path / "soup")]
+    )
+    out = soup.main(_arguments_for(soup.main, namespace))
+
+    a, b, mean = (load_file(str(d / "model.safetensors")) for d in (first, second, out))
+    key = "classifier.weight"
+    assert mean[key].dtype == a[key].dtype and not torch.equal(a[key], b[key])
+    expected = (a[key].float() + b[key].float()) / 2
+    assert torch.equal(mean[key], expected.to(a[key].dtype))  # the mean, stored in the ingredients' dtype
+    assert not (out / "safety.json").exists()  # calibrated afterwards, never inherited
+
+    info = json.loads((out / "train_info.json").read_text())
+    assert info["version"] == "soup-tiny-e2e+tiny-v2" and info["refit"] is False
+    assert [p["differs_in"] for p in info["soup_of"]] == [{}, {"augmented_views": 2}]
+    safety = calibrate.main(
+        calibrate.CalibrateArguments(model=str(out), data_dir=args.data_dir, splits=str(tmp / "run" / "splits.json"))
+    )
+    assert safety.version == "soup-tiny-e2e+tiny-v2"  # a first calibration names the model itself
+    photo = next((tmp / "img" / "amanita_phalloides").glob("*.jpg"))
+    assert Classifier.load(out, backend="torch").identify_each([photo])[0].top_k[0].label in LABELS
+
+    card = export.model_card(out, {}, {})
+    assert "mean of 2 such runs (a model soup): `tiny-e2e`, `tiny-v2` (--augmented_views 2)" in card
+    assert "train --output_dir var/runs/vision-2 --augmented_views 2" in card
+    assert "soup --models var/runs/vision/model var/runs/vision-2/model --output_dir var/runs/vision-soup" in card
+    refit_soup = dict(info, refit=True)
+    command = export.reproduce_command(refit_soup)
+    assert "train --output_dir var/runs/vision-2-refit --refit --no-calibrate --augmented_views 2" in command
+    assert "calibrate --model var/runs/vision-refit-soup --from_model var/runs/vision-soup" in command
+    assert command.endswith("export --model var/runs/vision-refit-soup --report reports/vision")
+
+    other = tmp_path / "other-labels"
+    other.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (other / name).write_bytes((second / name).read_bytes())
+    config = json.loads((other / "config.json").read_text())
+    config["id2label"] = {k: f"x_{v}" for k, v in config["id2label"].items()}
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="label set"):
+        soup.main(soup.SoupArguments(models=[str(first), str(other)], output_dir=str(tmp_path / "bad")))
+    with pytest.raises(ValueError, match="at least two"):
+        soup.main(soup.SoupArguments(models=[str(first)], output_dir=str(tmp_path / "bad")))

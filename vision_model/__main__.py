@@ -1,4 +1,4 @@
-"""Command line: `python -m vision_model identify|train|evaluate|export`.
+"""Command line: `python -m vision_model identify|train|calibrate|evaluate|export|soup`.
 
 identify
     python -m vision_model identify [--model DIR] [--observation] [--json] IMAGE [IMAGE ...]
@@ -11,9 +11,9 @@ identify
     Exit status: 0 when at least one photo was identified, 1 when none could be, 2 on usage
     errors, 3 when the model cannot be loaded.
 
-train / evaluate / export
-    Implemented in vision_model.train / .evaluate / .export (the training pipeline); their
-    arguments and --help are theirs. They are imported only when used, so this CLI (and
+train / calibrate / evaluate / export / soup
+    Implemented in vision_model.train / .calibrate / .evaluate / .export / .soup (the training
+    pipeline); their arguments and --help are theirs. They are imported only when used, so this CLI (and
     `identify`) works without them.
 """
 
@@ -31,6 +31,7 @@ PIPELINE_COMMANDS = {
     "evaluate": "measure a model directory on held-out photos (accuracy, calibration, safety costs)",
     "calibrate": "fit the temperature and tune the safety thresholds on validation photos",
     "export": "package a trained model directory as the bundled release",
+    "soup": "average the weights of model directories trained from the same start (a model soup)",
 }
 
 EXIT_OK, EXIT_NONE_IDENTIFIED, EXIT_USAGE, EXIT_NO_MODEL = 0, 1, 2, 3

@@ -79,7 +79,7 @@ class CalibrateArguments:
     min_photos: int = 2
     synthetic_images: int = field(default=64, metadata={"help": "synthetic non-mushroom images for open set"})
     version: str | None = field(
-        default=None, metadata={"help": "version string for safety.json (default: kept)"}
+        default=None, metadata={"help": "version string for safety.json (default: kept, else train_info.json's)"}
     )
     backend: str = field(default="torch", metadata={"help": "inference backend for the logits"})
     cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-logits"))
@@ -639,6 +639,8 @@ def main(args: CalibrateArguments) -> SafetyConfig:
     percentiles = {f"p{q}": float(np.percentile(val_energy, q)) for q in (90, 95, 97.5, 99)}
     chosen = tune_thresholds(tuning, labels, edibility, temperature, percentiles)
     old = SafetyConfig.load(model_dir)
+    if not (model_dir / SAFETY_FILE).exists():  # first calibration (e.g. a soup): the model's own name
+        old = dataclasses.replace(old, version=read_train_info(model_dir).get("version") or old.version)
     safety = SafetyConfig(
         version=args.version or old.version,
         temperature=temperature,

@@ -36,25 +36,48 @@ RELEASE_FILES = (
 )
 
 
-def reproduce_command(mode: str = "finetune", refit: bool = False) -> str:
-    """The commands that rebuild this release from the photos (train + evaluate + export)."""
-    train = "python -m vision_model train --output_dir var/runs/vision"
-    if mode == "linear":
-        train += " --mode linear"
-    run = "var/runs/vision"
-    if refit:
+def cli_flags(args: dict) -> str:
+    """' --key value' for each training argument (booleans as --key / --no-key)."""
+    flags = ""
+    for key, value in args.items():
+        if isinstance(value, bool):
+            flags += f" --{key}" if value else f" --no-{key}"
+        elif value is not None:
+            flags += f" --{key} {value}"
+    return flags
+
+
+def reproduce_command(info: dict) -> str:
+    """The commands that rebuild this model from the photos (train, calibrate, evaluate, export)."""
+    py = "python -m vision_model"
+    first = " --mode linear" if info.get("mode") == "linear" else ""
+    runs = [("var/runs/vision", first)]
+    for i, part in enumerate(info.get("soup_of", [])[1:], start=2):  # a soup: one run per ingredient
+        runs.append((f"var/runs/vision-{i}", first + cli_flags(part.get("differs_in", {}))))
+    steps = [f"{py} train --output_dir {run}{flags}" for run, flags in runs]
+    model, splits = "var/runs/vision/model", "var/runs/vision/splits.json"
+    if len(runs) > 1:
+        model = "var/runs/vision-soup"
+        models = " ".join(f"{run}/model" for run, _ in runs)
+        steps += [
+            f"{py} soup --models {models} --output_dir {model}",
+            f"{py} calibrate --model {model} --splits {splits}",
+        ]
+    if info.get("refit"):
         # The twin (train photos only) is calibrated on validation; the refit takes its calibration.
-        run = "var/runs/vision-refit"
-        train += (
-            f" && python -m vision_model train --output_dir {run} --refit --no-calibrate"
-            f" && python -m vision_model calibrate --model {run}/model --from_model var/runs/vision/model"
-        )
-    return (
-        f"{train} && "
-        f"python -m vision_model evaluate --model {run}/model --splits {run}/splits.json "
-        f"--out reports/vision && "
-        f"python -m vision_model export --model {run}/model --report reports/vision"
-    )
+        twin, refits = model, [(f"{run}-refit", flags) for run, flags in runs]
+        steps += [f"{py} train --output_dir {run} --refit --no-calibrate{flags}" for run, flags in refits]
+        model, splits = "var/runs/vision-refit/model", "var/runs/vision-refit/splits.json"
+        if len(refits) > 1:
+            model = "var/runs/vision-refit-soup"
+            models = " ".join(f"{run}/model" for run, _ in refits)
+            steps.append(f"{py} soup --models {models} --output_dir {model}")
+        steps.append(f"{py} calibrate --model {model} --from_model {twin}")
+    steps += [
+        f"{py} evaluate --model {model} --splits {splits} --out reports/vision",
+        f"{py} export --model {model} --report reports/vision",
+    ]
+    return " \\\n  && ".join(steps)
 
 
 @dataclass
@@ -170,6 +193,13 @@ def training_line(info: dict) -> str:
         parts.append(f"refit on train + validation photos for {epochs} epochs, {kept or 'last kept'}")
     else:
         parts.append(f"{epochs} epochs, {kept}" if kept else f"best of {epochs} epochs on validation")
+    soup = info.get("soup_of")
+    if soup:
+        runs = ", ".join(
+            f"`{part['version']}`" + (f" ({cli_flags(part['differs_in']).strip()})" if part["differs_in"] else "")
+            for part in soup
+        )
+        parts.append(f"the released weights are the mean of {len(soup)} such runs (a model soup): {runs}")
     return "; ".join(parts)
 
 
@@ -278,7 +308,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str |
         "",
         "## Reproduce",
         "```",
-        reproduce_command(info.get("mode", "finetune"), bool(info.get("refit"))),
+        reproduce_command(info),
         "```",
         "",
     ]

@@ -169,6 +169,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.Ar
                 f"--{f.name}", action=argparse.BooleanOptionalAction, default=default, help=help_text
             )
             continue
+        if str(kind).startswith("list"):  # list[str]: --models A B C
+            parser.add_argument(f"--{f.name}", nargs="+", default=default, help=help_text)
+            continue
         convert = {"int": int, "float": float}.get(str(kind).split(" ")[0], None) or (
             kind if kind in (int, float) else str
         )
