@@ -349,7 +349,6 @@ def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, 
     from safetensors.torch import load_file
 
     from vision_model import calibrate, export, soup, train
-    from vision_model.__main__ import _arguments_for
     from vision_model.classifier import Classifier
 
     tmp, args, first = trained
@@ -367,7 +366,7 @@ def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, 
     namespace = soup.build_parser().parse_args(
         ["--models", str(first), str(second), "--output_dir", str(tmp_path / "soup")]
     )
-    out = soup.main(_arguments_for(soup.main, namespace))
+    out = soup.main(train.dataclass_from_namespace(soup.SoupArguments, namespace))
 
     a, b, mean = (load_file(str(d / "model.safetensors")) for d in (first, second, out))
     key = "classifier.weight"

@@ -639,10 +639,12 @@ def main(args: CalibrateArguments) -> SafetyConfig:
     percentiles = {f"p{q}": float(np.percentile(val_energy, q)) for q in (90, 95, 97.5, 99)}
     chosen = tune_thresholds(tuning, labels, edibility, temperature, percentiles)
     old = SafetyConfig.load(model_dir)
-    if not (model_dir / SAFETY_FILE).exists():  # first calibration (e.g. a soup): the model's own name
-        old = dataclasses.replace(old, version=read_train_info(model_dir).get("version") or old.version)
+    if (model_dir / SAFETY_FILE).exists():
+        version = args.version or old.version
+    else:  # a first calibration (e.g. of a soup) names the model as train_info.json does
+        version = args.version or read_train_info(model_dir).get("version") or old.version
     safety = SafetyConfig(
-        version=args.version or old.version,
+        version=version,
         temperature=temperature,
         abstain_min_probability=chosen["abstain_min_probability"],
         danger_threshold=chosen["danger_threshold"],

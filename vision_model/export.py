@@ -54,25 +54,26 @@ def reproduce_command(info: dict) -> str:
     runs = [("var/runs/vision", first)]
     for i, part in enumerate(info.get("soup_of", [])[1:], start=2):  # a soup: one run per ingredient
         runs.append((f"var/runs/vision-{i}", first + cli_flags(part.get("differs_in", {}))))
-    steps = [f"{py} train --output_dir {run}{flags}" for run, flags in runs]
-    model, splits = "var/runs/vision/model", "var/runs/vision/splits.json"
-    if len(runs) > 1:
-        model = "var/runs/vision-soup"
+
+    def model_of(runs: list[tuple[str, str]], soup_dir: str) -> tuple[str, list[str]]:
+        """The model directory these runs give, and the soup step when there are several."""
+        if len(runs) == 1:
+            return f"{runs[0][0]}/model", []
         models = " ".join(f"{run}/model" for run, _ in runs)
-        steps += [
-            f"{py} soup --models {models} --output_dir {model}",
-            f"{py} calibrate --model {model} --splits {splits}",
-        ]
+        return soup_dir, [f"{py} soup --models {models} --output_dir {soup_dir}"]
+
+    steps = [f"{py} train --output_dir {run}{flags}" for run, flags in runs]
+    model, soup = model_of(runs, "var/runs/vision-soup")
+    splits = "var/runs/vision/splits.json"
+    if soup:  # train's own calibration covers a single run; a soup is calibrated here
+        steps += [*soup, f"{py} calibrate --model {model} --splits {splits}"]
     if info.get("refit"):
         # The twin (train photos only) is calibrated on validation; the refit takes its calibration.
         twin, refits = model, [(f"{run}-refit", flags) for run, flags in runs]
         steps += [f"{py} train --output_dir {run} --refit --no-calibrate{flags}" for run, flags in refits]
-        model, splits = "var/runs/vision-refit/model", "var/runs/vision-refit/splits.json"
-        if len(refits) > 1:
-            model = "var/runs/vision-refit-soup"
-            models = " ".join(f"{run}/model" for run, _ in refits)
-            steps.append(f"{py} soup --models {models} --output_dir {model}")
-        steps.append(f"{py} calibrate --model {model} --from_model {twin}")
+        model, soup = model_of(refits, "var/runs/vision-refit-soup")
+        splits = "var/runs/vision-refit/splits.json"
+        steps += [*soup, f"{py} calibrate --model {model} --from_model {twin}"]
     steps += [
         f"{py} evaluate --model {model} --splits {splits} --out reports/vision",
         f"{py} export --model {model} --report reports/vision",
