@@ -359,10 +359,12 @@ def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, 
             release_dir=None,
             cache_dir=str(tmp_path / "cache"),
             augmented_views=2,
+            seed=1,  # other views and sampling order; the split stays the split seed's
             calibrate=False,
             version="tiny-v2",
         )
     )
+    assert (second.parent / "splits.json").read_text() == (first.parent / "splits.json").read_text()
     namespace = soup.build_parser().parse_args(
         ["--models", str(first), str(second), "--output_dir", str(tmp_path / "soup")]
     )
@@ -377,7 +379,12 @@ def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, 
 
     info = json.loads((out / "train_info.json").read_text())
     assert info["version"] == "soup-tiny-e2e+tiny-v2" and info["refit"] is False
-    assert [p["differs_in"] for p in info["soup_of"]] == [{}, {"augmented_views": 2}]
+    assert [p["differs_in"] for p in info["soup_of"]] == [{}, {"augmented_views": 2, "seed": 1}]
+    # A run trained before --split_seed existed lacks it in train_info: it counts as the default.
+    older = json.loads((first / "train_info.json").read_text())
+    del older["args"]["split_seed"]
+    newer = json.loads((second / "train_info.json").read_text())
+    assert soup.differing_args(newer, older) == {"augmented_views": 2, "seed": 1}
     safety = calibrate.main(
         calibrate.CalibrateArguments(model=str(out), data_dir=args.data_dir, splits=str(tmp / "run" / "splits.json"))
     )
@@ -386,8 +393,8 @@ def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, 
     assert Classifier.load(out, backend="torch").identify_each([photo])[0].top_k[0].label in LABELS
 
     card = export.model_card(out, {}, {})
-    assert "mean of 2 such runs (a model soup): `tiny-e2e`, `tiny-v2` (--augmented_views 2)" in card
-    assert "train --output_dir var/runs/vision-2 --augmented_views 2" in card
+    assert "mean of 2 such runs (a model soup): `tiny-e2e`, `tiny-v2` (--augmented_views 2 --seed 1)" in card
+    assert "train --output_dir var/runs/vision-2 --augmented_views 2 --seed 1" in card
     assert "soup --models var/runs/vision/model var/runs/vision-2/model --output_dir var/runs/vision-soup" in card
     refit_soup = dict(info, refit=True)
     command = export.reproduce_command(refit_soup)

@@ -1,9 +1,10 @@
 """`python -m vision_model soup`: the uniform average of the weights of several model directories.
 
-Runs fine-tuned from the same pretrained start, with the same frozen blocks, labels and seed,
-but different augmentation (e.g. 4 and 8 cached views per photo) end in one basin, so their mean
-weights ("model soup", Wortsman et al. 2022) classify at least as well as either and cost
-nothing extra at inference, unlike an ensemble of their outputs (twice the time and size).
+Runs fine-tuned from the same pretrained start, with the same frozen blocks, labels and split,
+but different augmentation or training seed (e.g. 4 and 8 cached views per photo, or --seed 1)
+end in one basin, so their mean weights ("model soup", Wortsman et al. 2022) classify at least
+as well as either and cost nothing extra at inference, unlike an ensemble of their outputs
+(twice the time and size).
 
 The soup has no safety.json: calibrate it like any model (on validation for twins, with
 `calibrate --from_model` for refits). Its train_info.json is the first ingredient's, plus
@@ -48,11 +49,20 @@ def average_weights(model_dirs: list[Path]) -> dict[str, torch.Tensor]:
 
 
 def differing_args(info: dict, reference: dict) -> dict:
-    """The training arguments of `info` that differ from `reference`'s (that shape the weights)."""
+    """The training arguments of `info` that differ from `reference`'s (that shape the weights).
+
+    An argument the reference's train_info lacks (added to TrainArguments after it was trained)
+    counts as that argument's default, which is what the reference was trained with.
+    """
+    from dataclasses import fields
+
+    from vision_model.train import TrainArguments
+
+    defaults = {f.name: f.default for f in fields(TrainArguments)}
     skip = {"output_dir", "version", "cache_dir", "release_dir", "init_head_from", "threads", "resume"}
     skip |= {"max_minutes", "verify_images", "calibrate"}
     mine, theirs = info.get("args", {}), reference.get("args", {})
-    return {k: v for k, v in mine.items() if k not in skip and theirs.get(k) != v}
+    return {k: v for k, v in mine.items() if k not in skip and theirs.get(k, defaults.get(k)) != v}
 
 
 def main(args: SoupArguments) -> Path:
