@@ -2,6 +2,7 @@
 train -> calibrate -> the model loads with the production Classifier -> evaluate writes its report."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -413,3 +414,44 @@ def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, 
         soup.main(soup.SoupArguments(models=[str(first), str(other)], output_dir=str(tmp_path / "bad")))
     with pytest.raises(ValueError, match="at least two"):
         soup.main(soup.SoupArguments(models=[str(first)], output_dir=str(tmp_path / "bad")))
+
+
+def test_bf16_autocast_runs_the_trained_blocks_in_bfloat16_and_keeps_float32_weights(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from vision_model import train
+
+    data = make_folder(tmp_path / "img", LABELS)
+    args = train.TrainArguments(
+        data_dir=str(data),
+        backbone=str(tiny_backbone(tmp_path / "backbone")),
+        output_dir=str(tmp_path / "run"),
+        num_hidden_layers=2,
+        frozen_layers=1,
+        augmented_views=1,
+        learning_rate=1e-3,
+        head_learning_rate=1e-2,
+        epochs=2,
+        average_last=0,
+        batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+        calibrate=False,
+        save_fp16=False,
+        bf16=True,
+    )
+    model = train.build_model(args.backbone, sorted(LABELS), args.num_hidden_layers)
+    tokens = torch.randn(2, 5, 32)
+    for bf16, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        with train.autocast(bf16):  # matmuls (the blocks' and the head's) follow autocast
+            assert model.classifier(train.upper_forward(model, tokens, 1)).dtype == dtype
+
+    model_dir = train.main(args)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert all(math.isfinite(r["train_loss"]) for r in history) and 0.0 <= history[-1]["val_top1"] <= 1.0
+    weights = load_file(str(model_dir / "model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}  # master weights never left float32
+    backbone = load_file(str(Path(args.backbone) / "model.safetensors"))
+    moved = weights["dinov2.encoder.layer.1.mlp.fc1.weight"] - backbone["encoder.layer.1.mlp.fc1.weight"]
+    assert float(moved.abs().max()) > 1e-4 and torch.isfinite(weights["classifier.weight"]).all()
+    assert json.loads((model_dir / "train_info.json").read_text())["args"]["bf16"] is True

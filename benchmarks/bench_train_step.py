@@ -1,0 +1,126 @@
+"""One fine-tuning step in float32 vs under bfloat16 autocast (`train --bf16`), same process.
+
+    python benchmarks/bench_train_step.py [--steps 6] [--frozen 4,2]
+
+The step is the training loop's own: cached tokens -> PatchDropout -> the trained blocks + head
+(`train.upper_forward`) -> cross-entropy -> backward -> clip -> AdamW, on a batch of 32 views of
+257 x 384 tokens (random: the cost does not depend on the values) and the real ViT-S/14 shape
+(the offline backbone when present, else a random model of the same configuration). float32 and
+bf16 steps alternate so that other load hits both alike. Writes benchmarks/results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+BACKBONE = SHARED / "weights" / "dinov2-small-imgfocus"
+
+
+def build(frozen_layers: int, num_labels: int = 261):
+    import torch
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    from vision_model import train
+
+    labels = [f"label_{i}" for i in range(num_labels)]
+    if (BACKBONE / "config.json").is_file():
+        model = train.build_model(str(BACKBONE), labels, 12)
+    else:  # same shapes, random weights: the timing is what is measured
+        config = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, image_size=224)
+        config.num_labels = num_labels
+        model = Dinov2ForImageClassification(config)  # head: CLS ++ mean patch token, as trained
+    args = train.TrainArguments(frozen_layers=frozen_layers)
+    groups = train.parameter_groups(model, args)
+    trainable = [p for g in groups for p in g["params"]]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trainable:
+        p.requires_grad_(True)
+    return model, trainable, torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+
+
+def train_step(model, trainable, opt, frozen: int, tokens, targets, bf16: bool) -> float:
+    """The training loop's step (vision_model/train.py `finetune`); returns its seconds."""
+    import torch
+    import torch.nn.functional as F
+
+    from vision_model import train
+
+    t = time.perf_counter()
+    x = train.drop_patch_tokens(tokens, 0.5)
+    with train.autocast(bf16):
+        logits = model.classifier(train.upper_forward(model, x, frozen))
+    loss = F.cross_entropy(logits.float(), targets, label_smoothing=0.1)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    opt.step()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (after one warm-up)")
+    parser.add_argument("--frozen", default="4,2", help="frozen_layers settings to time")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
+    cli = parser.parse_args()
+
+    torch.manual_seed(0)
+    tokens = torch.randn(cli.batch_size, 257, 384)
+    targets = torch.randint(0, 261, (cli.batch_size,))
+    results = []
+    for frozen in [int(f) for f in cli.frozen.split(",")]:
+        model, trainable, opt = build(frozen)
+        model.train()
+
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for i in range(cli.steps + 1):
+            for bf16 in (False, True):
+                seconds = train_step(model, trainable, opt, frozen, tokens, targets, bf16)
+                if i:  # the first round warms up: oneDNN picks its kernels on the first call
+                    times[bf16].append(seconds)
+        fp32, bf16 = statistics.median(times[False]), statistics.median(times[True])
+        row = {
+            "frozen_layers": frozen,
+            "trained_blocks": 12 - frozen,
+            "fp32_step_s": round(fp32, 4),
+            "bf16_step_s": round(bf16, 4),
+            "fp32_img_per_s": round(cli.batch_size / fp32, 2),
+            "bf16_img_per_s": round(cli.batch_size / bf16, 2),
+            "bf16_speedup": round(fp32 / bf16, 2),
+        }
+        print(json.dumps(row))
+        results.append(row)
+
+    report = {
+        "what": "one fine-tuning step (forward, backward, AdamW) on cached tokens, PatchDropout 0.5",
+        "batch_size": cli.batch_size,
+        "steps_timed": cli.steps,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
+        "amx": torch.cpu._is_amx_tile_supported(),
+        "real_backbone": (BACKBONE / "config.json").is_file(),
+        "results": results,
+    }
+    Path(cli.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(cli.out).write_text(json.dumps(report, indent=2) + "\n")
+    print("wrote", cli.out)
+
+
+if __name__ == "__main__":
+    main()
