@@ -44,6 +44,27 @@ def tiny_backbone(path: Path) -> Path:
     return path
 
 
+
+def tiny_run_args(tmp_path: Path, **overrides):
+    """TrainArguments for a 2-block tiny run on a fresh folder under tmp_path (fast rates, no calibration)."""
+    from vision_model import train
+
+    defaults = dict(
+        data_dir=str(make_folder(tmp_path / "img", LABELS)),
+        backbone=str(tiny_backbone(tmp_path / "backbone")),
+        output_dir=str(tmp_path / "run"),
+        num_hidden_layers=2,
+        frozen_layers=1,
+        augmented_views=1,
+        learning_rate=1e-3,
+        head_learning_rate=1e-2,
+        batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+        calibrate=False,
+        save_fp16=False,
+    )
+    return train.TrainArguments(**{**defaults, **overrides})
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from vision_model import train
@@ -156,23 +177,11 @@ def test_weight_averaging_keeps_the_mean_of_the_last_epochs_across_resumes(tmp_p
 
     from vision_model import export, train
 
-    data = make_folder(tmp_path / "img", LABELS)
-    args = train.TrainArguments(
-        data_dir=str(data),
-        backbone=str(tiny_backbone(tmp_path / "backbone")),
-        output_dir=str(tmp_path / "run"),
-        num_hidden_layers=2,
-        frozen_layers=1,
-        augmented_views=1,
-        learning_rate=1e-3,
-        head_learning_rate=1e-2,
+    args = tiny_run_args(
+        tmp_path,
         epochs=3,
         average_last=2,  # the mean of epochs 2 and 3
         patience=0,  # would stop after one epoch without improvement: averaging turns that off
-        batch_size=4,
-        cache_dir=str(tmp_path / "cache"),
-        calibrate=False,
-        save_fp16=False,
         max_minutes=0,  # one epoch per call: every epoch goes through a checkpoint and a resume
     )
     ckpt_path = tmp_path / "run" / "checkpoint.pt"
@@ -422,24 +431,7 @@ def test_bf16_autocast_runs_the_trained_blocks_in_bfloat16_and_keeps_float32_wei
 
     from vision_model import train
 
-    data = make_folder(tmp_path / "img", LABELS)
-    args = train.TrainArguments(
-        data_dir=str(data),
-        backbone=str(tiny_backbone(tmp_path / "backbone")),
-        output_dir=str(tmp_path / "run"),
-        num_hidden_layers=2,
-        frozen_layers=1,
-        augmented_views=1,
-        learning_rate=1e-3,
-        head_learning_rate=1e-2,
-        epochs=2,
-        average_last=0,
-        batch_size=4,
-        cache_dir=str(tmp_path / "cache"),
-        calibrate=False,
-        save_fp16=False,
-        bf16=True,
-    )
+    args = tiny_run_args(tmp_path, epochs=2, average_last=0, bf16=True)
     model = train.build_model(args.backbone, sorted(LABELS), args.num_hidden_layers)
     tokens = torch.randn(2, 5, 32)
     for bf16, dtype in ((True, torch.bfloat16), (False, torch.float32)):
