@@ -2,8 +2,8 @@
 
     python benchmarks/bench_train_step.py [--steps 6] [--frozen 4,2]
 
-The step is the training loop's own: cached tokens -> PatchDropout -> the trained blocks + head
-(`train.upper_forward`) -> cross-entropy -> backward -> clip -> AdamW, on a batch of 32 views of
+The step is the training loop's own, `train.training_step`: cached tokens -> PatchDropout -> the
+trained blocks + head -> cross-entropy -> backward -> clip -> AdamW, on a batch of 32 views of
 257 x 384 tokens (random: the cost does not depend on the values) and the real ViT-S/14 shape
 (the offline backbone when present, else a random model of the same configuration). float32 and
 bf16 steps alternate so that other load hits both alike. Writes benchmarks/results/train_step.json.
@@ -27,7 +27,7 @@ BACKBONE = SHARED / "weights" / "dinov2-small-imgfocus"
 
 
 def build(frozen_layers: int, num_labels: int = 261):
-    import torch
+    """The model, its trainable parameters and AdamW, set up as `train.finetune` sets them up."""
     from transformers import Dinov2Config, Dinov2ForImageClassification
 
     from vision_model import train
@@ -40,31 +40,15 @@ def build(frozen_layers: int, num_labels: int = 261):
         config.num_labels = num_labels
         model = Dinov2ForImageClassification(config)  # head: CLS ++ mean patch token, as trained
     args = train.TrainArguments(frozen_layers=frozen_layers)
-    groups = train.parameter_groups(model, args)
-    trainable = [p for g in groups for p in g["params"]]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in trainable:
-        p.requires_grad_(True)
-    return model, trainable, torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+    return (model, *train.trainable_and_optimizer(model, args), args)
 
 
-def train_step(model, trainable, opt, frozen: int, tokens, targets, bf16: bool) -> float:
-    """The training loop's step (vision_model/train.py `finetune`); returns its seconds."""
-    import torch
-    import torch.nn.functional as F
-
+def timed_step(model, trainable, opt, tokens, targets, args) -> float:
+    """Seconds of one `train.training_step` (the loop's own step)."""
     from vision_model import train
 
     t = time.perf_counter()
-    x = train.drop_patch_tokens(tokens, 0.5)
-    with train.autocast(bf16):
-        logits = model.classifier(train.upper_forward(model, x, frozen))
-    loss = F.cross_entropy(logits.float(), targets, label_smoothing=0.1)
-    opt.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-    opt.step()
+    train.training_step(model, trainable, opt, tokens, targets, args)
     return time.perf_counter() - t
 
 
@@ -83,13 +67,14 @@ def main() -> None:
     targets = torch.randint(0, 261, (cli.batch_size,))
     results = []
     for frozen in [int(f) for f in cli.frozen.split(",")]:
-        model, trainable, opt = build(frozen)
+        model, trainable, opt, args = build(frozen)
         model.train()
 
         times: dict[bool, list[float]] = {False: [], True: []}
         for i in range(cli.steps + 1):
             for bf16 in (False, True):
-                seconds = train_step(model, trainable, opt, frozen, tokens, targets, bf16)
+                args.bf16 = bf16
+                seconds = timed_step(model, trainable, opt, tokens, targets, args)
                 if i:  # the first round warms up: oneDNN picks its kernels on the first call
                     times[bf16].append(seconds)
         fp32, bf16 = statistics.median(times[False]), statistics.median(times[True])
@@ -106,7 +91,7 @@ def main() -> None:
         results.append(row)
 
     report = {
-        "what": "one fine-tuning step (forward, backward, AdamW) on cached tokens, PatchDropout 0.5",
+        "what": "train.training_step: forward, backward, AdamW on cached tokens, PatchDropout 0.5",
         "batch_size": cli.batch_size,
         "steps_timed": cli.steps,
         "torch": torch.__version__,

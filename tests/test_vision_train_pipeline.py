@@ -44,7 +44,6 @@ def tiny_backbone(path: Path) -> Path:
     return path
 
 
-
 def tiny_run_args(tmp_path: Path, **overrides):
     """TrainArguments for a 2-block tiny run on a fresh folder under tmp_path (fast rates, no calibration)."""
     from vision_model import train
@@ -64,6 +63,7 @@ def tiny_run_args(tmp_path: Path, **overrides):
         save_fp16=False,
     )
     return train.TrainArguments(**{**defaults, **overrides})
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
