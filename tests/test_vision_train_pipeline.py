@@ -1,8 +1,11 @@
 """End to end on tiny self-made data and a tiny random Dinov2 backbone (never the real one):
 train -> calibrate -> the model loads with the production Classifier -> evaluate writes its report."""
 
+import dataclasses
+import hashlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -447,3 +450,47 @@ def test_bf16_autocast_runs_the_trained_blocks_in_bfloat16_and_keeps_float32_wei
     moved = weights["dinov2.encoder.layer.1.mlp.fc1.weight"] - backbone["encoder.layer.1.mlp.fc1.weight"]
     assert float(moved.abs().max()) > 1e-4 and torch.isfinite(weights["classifier.weight"]).all()
     assert json.loads((model_dir / "train_info.json").read_text())["args"]["bf16"] is True
+
+
+def test_image_size_trains_at_another_crop_and_the_classifier_follows(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vision_model import calibrate, export, soup, train
+    from vision_model.classifier import Classifier, load_preprocessor
+
+    args = tiny_run_args(tmp_path, epochs=1, average_last=0, image_size=70)  # 5x5 patches, not 4x4
+    model_dir = train.main(args)
+    saved = json.loads((model_dir / "preprocessor_config.json").read_text())
+    assert saved["crop_size"] == {"height": 70, "width": 70}
+    assert saved["size"] == {"shortest_edge": 80}  # the backbone's 64:56 ratio kept
+    (cache,) = (tmp_path / "cache").iterdir()
+    tokens = np.memmap(cache / "tokens.f16", dtype=np.float16, mode="r")
+    assert tokens.size % (26 * 32) == 0 and tokens.size % (17 * 32) != 0  # CLS + 25 patches per view
+
+    photo = next((tmp_path / "img" / "boletus_edulis").glob("*.jpg"))
+    assert load_preprocessor(model_dir)([Image.open(photo)]).shape == (1, 3, 70, 70)
+    clf = Classifier.load(model_dir, backend="torch")
+    assert clf.identify([Image.open(photo)]).top_k[0].label in LABELS
+
+    info = json.loads((model_dir / "train_info.json").read_text())
+    command = export.reproduce_command(info)  # the model card's: it rebuilds the model at 70
+    assert command.startswith("python -m vision_model train --output_dir var/runs/vision --data_dir")
+    assert " --epochs 1 " in command and " --image_size 70 " in command and "--refit" not in command
+
+    # Weights trained at another size are neither souped with it nor given its calibration.
+    other = tmp_path / "at-56"
+    shutil.copytree(model_dir, other)
+    (other / "preprocessor_config.json").write_text(
+        json.dumps({**saved, "size": {"shortest_edge": 64}, "crop_size": {"height": 56, "width": 56}})
+    )
+    with pytest.raises(ValueError, match="input size"):
+        soup.main(soup.SoupArguments(models=[str(model_dir), str(other)], output_dir=str(tmp_path / "soup")))
+    with pytest.raises(ValueError, match="input size"):
+        calibrate.transfer(other, model_dir, None)
+
+    # Another size is another cache; the processor's own size (0) keeps the key caches had before.
+    default = dataclasses.replace(args, image_size=0)
+    assert train._cache_key(default, [], set()) != train._cache_key(args, [], set())
+    legacy = [str(Path(args.backbone).resolve()), args.frozen_layers, args.augmented_views, args.seed]
+    assert train._cache_key(default, [], set()) == hashlib.sha256(json.dumps(legacy).encode()).hexdigest()[:16]

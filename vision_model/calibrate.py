@@ -564,10 +564,12 @@ def transfer(model_dir: Path, twin_dir: Path, version: str | None) -> SafetyConf
     the twin measured how this recipe behaves on photos it has not seen, which is what the
     refit model will meet. `evaluate` on the test split checks that the transfer holds (ECE).
     """
-    from vision_model.release import read_labels, read_train_info
+    from vision_model.release import read_labels, read_preprocessor_config, read_train_info
 
     if read_labels(model_dir) != read_labels(twin_dir):
         raise ValueError(f"{twin_dir} has a different label set: its calibration does not apply")
+    if read_preprocessor_config(model_dir) != read_preprocessor_config(twin_dir):
+        raise ValueError(f"{twin_dir} sees another input size or preprocessing: its calibration does not apply")
     if not (twin_dir / SAFETY_FILE).exists():
         raise ValueError(f"{twin_dir} has no {SAFETY_FILE}: calibrate it first")
     twin = SafetyConfig.load(twin_dir)

@@ -49,11 +49,20 @@ def cli_flags(args: dict) -> str:
 
 def reproduce_command(info: dict) -> str:
     """The commands that rebuild this model from the photos (train, calibrate, evaluate, export)."""
+    from vision_model.soup import differing_args
+
     py = "python -m vision_model"
     first = " --mode linear" if info.get("mode") == "linear" else ""
-    runs = [("var/runs/vision", first)]
+    # What the (first) run set away from the defaults (--bf16, --image_size, ...); --refit and
+    # --mode are written below. A soup ingredient's own differences come first and win.
+    recipe = {k: v for k, v in differing_args(info, {}).items() if k not in ("mode", "refit")}
+
+    def flags(own: dict) -> str:
+        return first + cli_flags({**own, **{k: v for k, v in recipe.items() if k not in own}})
+
+    runs = [("var/runs/vision", flags({}))]
     for i, part in enumerate(info.get("soup_of", [])[1:], start=2):  # a soup: one run per ingredient
-        runs.append((f"var/runs/vision-{i}", first + cli_flags(part.get("differs_in", {}))))
+        runs.append((f"var/runs/vision-{i}", flags(part.get("differs_in", {}))))
 
     def model_of(runs: list[tuple[str, str]], soup_dir: str) -> tuple[str, list[str]]:
         """The model directory these runs give, and the soup step when there are several."""

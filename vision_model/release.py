@@ -56,6 +56,12 @@ def read_train_info(model_dir: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
+def read_preprocessor_config(model_dir: str | Path) -> dict:
+    """preprocessor_config.json of a model directory (the input size it was trained at), or {}."""
+    path = Path(model_dir) / "preprocessor_config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def release_size_bytes(model_dir: str | Path = BUNDLED_MODEL_DIR) -> int:
     """Total size of the files in a model directory (what the 50 MB budget counts)."""
     return sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vision_model.release import read_labels, read_train_info
+from vision_model.release import read_labels, read_preprocessor_config, read_train_info
 
 WEIGHTS = "model.safetensors"
 COPIED = ("config.json", "preprocessor_config.json")
@@ -73,6 +73,8 @@ def main(args: SoupArguments) -> Path:
     for d in dirs[1:]:
         if read_labels(d) != labels:
             raise ValueError(f"{d} has a different label set from {dirs[0]}: no soup")
+        if read_preprocessor_config(d) != read_preprocessor_config(dirs[0]):
+            raise ValueError(f"{d} was trained at another input size or preprocessing than {dirs[0]}: no soup")
     weights = average_weights(dirs)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

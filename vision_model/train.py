@@ -117,6 +117,13 @@ class TrainArguments(DataArguments):
             "float32): ~1.8x faster steps on CPUs with AMX / AVX512-BF16, slower on others"
         },
     )
+    image_size: int = field(
+        default=0,
+        metadata={
+            "help": "side of the centre crop the model sees, px (0: the backbone processor's, 224); the "
+            "shortest-edge resize keeps its ratio (252 -> 288). Use a multiple of the patch size (14)"
+        },
+    )
     cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-features"))
     resume: bool = field(default=True, metadata={"help": "resume from <output_dir>/checkpoint.pt"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch default)"})
@@ -224,10 +231,16 @@ def build_model(backbone: str, labels: list[str], num_hidden_layers: int):
     return model
 
 
-def load_preprocess(backbone: str):
+def load_preprocess(backbone: str, image_size: int = 0):
+    """The backbone's image processor, optionally at another crop size (saved with the model, so
+    the Classifier and the ONNX export follow)."""
     from transformers import AutoImageProcessor
 
     processor = AutoImageProcessor.from_pretrained(backbone)
+    if image_size:
+        base = Preprocess.from_processor(processor)
+        processor.size = {"shortest_edge": round(image_size * base.resize / base.crop)}
+        processor.crop_size = {"height": image_size, "width": image_size}
     return processor, Preprocess.from_processor(processor)
 
 
@@ -268,11 +281,10 @@ class FeatureCache:
 
 def _cache_key(args: TrainArguments, samples: list[Sample], train_set: set[Path]) -> str:
     h = hashlib.sha256()
-    h.update(
-        json.dumps(
-            [str(Path(args.backbone).resolve()), args.frozen_layers, args.augmented_views, args.seed]
-        ).encode()
-    )
+    key = [str(Path(args.backbone).resolve()), args.frozen_layers, args.augmented_views, args.seed]
+    if args.image_size:  # only when set, so caches built at the processor's size keep their keys
+        key.append(args.image_size)
+    h.update(json.dumps(key).encode())
     for s in samples:
         h.update(f"{s.path}|{s.label}|{s.path in train_set}\n".encode())
     return h.hexdigest()[:16]
@@ -754,7 +766,7 @@ def main(args: TrainArguments) -> Path:
     )
 
     model = build_model(args.backbone, labels, args.num_hidden_layers)
-    processor, preprocess = load_preprocess(args.backbone)
+    processor, preprocess = load_preprocess(args.backbone, args.image_size)
     cache = build_feature_cache(args, model, preprocess, splits)
     targets = np.array([label_index[s.label] for s in cache.samples])
     is_main = np.array([s.label in mains for s in cache.samples])
