@@ -23,7 +23,6 @@ the combined distribution.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -37,7 +36,7 @@ import numpy as np
 from PIL import Image
 
 from vision_model.images import DEFAULT_MAX_PIXELS, decode_image, to_rgb
-from vision_model.release import read_labels, resolve_model_dir
+from vision_model.release import read_labels, read_preprocessor_config, resolve_model_dir
 from vision_model.verdict import SafetyConfig, decide, energy_score, softmax
 
 log = logging.getLogger(__name__)
@@ -194,8 +193,7 @@ class _TransformersPreprocessor:
 
 
 def load_preprocessor(model_dir: Path) -> Preprocessor | _TransformersPreprocessor:
-    path = model_dir / "preprocessor_config.json"
-    config = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    config = read_preprocessor_config(model_dir)
     if Preprocessor.supports(config):
         return Preprocessor(config)
     log.info("preprocessor_config.json has options the fast path lacks; using the transformers processor")

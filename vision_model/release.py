@@ -50,16 +50,19 @@ def read_labels(model_dir: str | Path) -> list[str]:
     return [id2label[k] for k in sorted(id2label, key=int)]
 
 
+def _read_json(model_dir: str | Path, name: str) -> dict:
+    path = Path(model_dir) / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def read_train_info(model_dir: str | Path) -> dict:
     """train_info.json of a model directory (how it was trained), or {} when it has none."""
-    path = Path(model_dir) / "train_info.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return _read_json(model_dir, "train_info.json")
 
 
 def read_preprocessor_config(model_dir: str | Path) -> dict:
     """preprocessor_config.json of a model directory (the input size it was trained at), or {}."""
-    path = Path(model_dir) / "preprocessor_config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return _read_json(model_dir, "preprocessor_config.json")
 
 
 def release_size_bytes(model_dir: str | Path = BUNDLED_MODEL_DIR) -> int:

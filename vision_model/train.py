@@ -237,11 +237,13 @@ def load_preprocess(backbone: str, image_size: int = 0):
     from transformers import AutoImageProcessor
 
     processor = AutoImageProcessor.from_pretrained(backbone)
+    preprocess = Preprocess.from_processor(processor)
     if image_size:
-        base = Preprocess.from_processor(processor)
-        processor.size = {"shortest_edge": round(image_size * base.resize / base.crop)}
+        resize = round(image_size * preprocess.resize / preprocess.crop)
+        processor.size = {"shortest_edge": resize}
         processor.crop_size = {"height": image_size, "width": image_size}
-    return processor, Preprocess.from_processor(processor)
+        preprocess = dataclasses.replace(preprocess, resize=resize, crop=image_size)
+    return processor, preprocess
 
 
 def lower_forward(model, pixel_values: torch.Tensor, frozen_layers: int) -> torch.Tensor:
