@@ -494,3 +494,67 @@ def test_image_size_trains_at_another_crop_and_the_classifier_follows(tmp_path):
     assert train._cache_key(default, [], set()) != train._cache_key(args, [], set())
     legacy = [str(Path(args.backbone).resolve()), args.frozen_layers, args.augmented_views, args.seed]
     assert train._cache_key(default, [], set()) == hashlib.sha256(json.dumps(legacy).encode()).hexdigest()[:16]
+
+
+def test_cutmix_swaps_one_box_of_the_patch_grid_with_a_partner_photo():
+    import torch
+
+    from vision_model.train import cutmix_tokens
+
+    tokens = torch.randn(6, 1 + 36, 4)  # CLS + a 6x6 patch grid; every token distinct
+    for seed in range(20):
+        torch.manual_seed(seed)
+        mixed, partner, keep = cutmix_tokens(tokens)
+        assert sorted(partner.tolist()) == list(range(6)) and 0.0 <= keep <= 1.0
+        assert torch.equal(mixed[:, 0], tokens[:, 0])  # CLS is never swapped
+        for row in range(6):
+            took = (mixed[row, 1:] == tokens[partner[row], 1:]).all(dim=1)
+            own = (mixed[row, 1:] == tokens[row, 1:]).all(dim=1)
+            assert bool((took | own).all())  # each patch is its own or the partner's, same position
+            if partner[row] != row:
+                assert int(took.sum()) == round((1 - keep) * 36)  # lambda is the share left its own
+                cells = took.reshape(6, 6).nonzero()
+                if len(cells):  # the taken patches fill one rectangle of the grid
+                    h = int(cells[:, 0].max() - cells[:, 0].min()) + 1
+                    w = int(cells[:, 1].max() - cells[:, 1].min()) + 1
+                    assert h * w == len(cells)
+
+
+def test_cutmix_training_weighs_both_labels_by_area_and_trains_end_to_end(tmp_path):
+    import dataclasses
+
+    import torch
+    import torch.nn.functional as F
+
+    from vision_model import export, train
+
+    args = tiny_run_args(tmp_path, epochs=2, average_last=0, cutmix=1.0, token_keep=1.0)
+    model = train.build_model(args.backbone, sorted(LABELS), args.num_hidden_layers)
+    trainable, opt = train.trainable_and_optimizer(model, args)
+    x, y = torch.randn(4, 1 + 16, 32), torch.tensor([0, 1, 2, 3])  # 56 px: a 4x4 grid
+
+    torch.manual_seed(3)  # what training_step draws, in its order: apply-or-not, then the mix
+    torch.rand(())
+    mixed, partner, keep = train.cutmix_tokens(x)
+    with torch.no_grad():
+        logits = model.classifier(train.upper_forward(model, mixed, args.frozen_layers))
+    smooth = args.label_smoothing
+    expected = keep * F.cross_entropy(logits, y, label_smoothing=smooth) + (1 - keep) * F.cross_entropy(
+        logits, y[partner], label_smoothing=smooth
+    )
+    torch.manual_seed(3)
+    loss = train.training_step(model, trainable, opt, x, y, args)
+    assert keep < 1.0 and loss.item() == pytest.approx(float(expected), rel=1e-5)
+
+    off = dataclasses.replace(args, cutmix=0.0)  # off: plain cross-entropy on the photo's own label
+    with torch.no_grad():
+        plain = F.cross_entropy(
+            model.classifier(train.upper_forward(model, x, args.frozen_layers)), y, label_smoothing=smooth
+        )
+    assert train.training_step(model, trainable, opt, x, y, off).item() == pytest.approx(float(plain), rel=1e-5)
+
+    model_dir = train.main(dataclasses.replace(args, cutmix=0.5))
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert all(math.isfinite(r["train_loss"]) for r in history) and 0.0 <= history[-1]["val_top1"] <= 1.0
+    info = json.loads((model_dir / "train_info.json").read_text())
+    assert " --cutmix 0.5 " in export.reproduce_command(info) + " "

@@ -147,6 +147,13 @@ class TrainArguments(DataArguments):
             "PatchDropout, an augmentation the fixed cached views lack, and faster steps"
         },
     )
+    cutmix: float = field(
+        default=0.0,
+        metadata={
+            "help": "share of training batches given CutMix on the cached tokens: a box of the patch "
+            "grid comes from another photo of the batch and the loss mixes both labels by area (0: off)"
+        },
+    )
     init_head_from: str | None = field(
         default=None,
         metadata={
@@ -484,6 +491,29 @@ def drop_patch_tokens(tokens: torch.Tensor, keep: float) -> torch.Tensor:
     return torch.cat([tokens[:, :1], kept], dim=1)
 
 
+def cutmix_tokens(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """CutMix on cached tokens: a random box of the patch grid comes from a shuffled partner row.
+
+    Returns the mixed tokens, each row's partner index and lambda, the share of patches kept (the
+    weight of a row's own label). The box is a rectangle of the square grid, as in CutMix on
+    pixels (area 1 - lambda, lambda ~ Beta(1, 1)); the CLS token is never swapped. Tokens cached
+    after the frozen blocks have already attended to the whole photo, so the label weights by
+    area are an approximation, as they are for pixels.
+    """
+    n, patches = tokens.shape[0], tokens.shape[1] - 1
+    side = math.isqrt(patches)
+    assert side * side == patches, f"CutMix needs a square patch grid, got {patches} tokens"
+    cut = math.sqrt(1.0 - float(torch.distributions.Beta(1.0, 1.0).sample()))
+    h = w = round(side * cut)
+    top, left = (int(torch.randint(0, side - h + 1, ())), int(torch.randint(0, side - w + 1, ())))
+    grid = torch.zeros(side, side, dtype=torch.bool)
+    grid[top : top + h, left : left + w] = True
+    box = torch.cat([torch.zeros(1, dtype=torch.bool), grid.flatten()])  # CLS never swapped
+    partner = torch.randperm(n)
+    mixed = torch.where(box[None, :, None], tokens[partner], tokens)
+    return mixed, partner, 1.0 - h * w / patches
+
+
 def evaluate_on_val(model, cache, val_rows, targets, main_mask_by_sample, args) -> dict[str, float]:
     with torch.no_grad():
         logits = model.classifier(pooled_features(model, cache, val_rows, args.frozen_layers, bf16=args.bf16))
@@ -503,12 +533,20 @@ def trainable_and_optimizer(model, args: TrainArguments):
 
 
 def training_step(model, trainable, opt, x: torch.Tensor, y: torch.Tensor, args: TrainArguments):
-    """One optimiser step on a batch of cached tokens (PatchDropout, autocast if --bf16); the loss."""
+    """One optimiser step on a batch of cached tokens (CutMix, PatchDropout, bf16 autocast); the loss."""
+    partner, keep = None, 1.0
+    if args.cutmix and float(torch.rand(())) < args.cutmix:
+        x, partner, keep = cutmix_tokens(x)
     if args.token_keep < 1.0:
         x = drop_patch_tokens(x, args.token_keep)
     with autocast(args.bf16):
-        logits = model.classifier(upper_forward(model, x, args.frozen_layers))
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+        logits = model.classifier(upper_forward(model, x, args.frozen_layers)).float()
+    loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+    if partner is not None:
+        # The mixed photo is `keep` its own and 1 - keep its partner's: the loss weighs both labels so.
+        loss = keep * loss + (1 - keep) * F.cross_entropy(
+            logits, y[partner], label_smoothing=args.label_smoothing
+        )
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
