@@ -66,7 +66,7 @@ def test_the_training_defaults_are_the_released_recipe():
     recipe = {
         "mode", "num_hidden_layers", "frozen_layers", "augmented_views", "epochs", "batch_size",
         "learning_rate", "head_learning_rate", "weight_decay", "label_smoothing", "balance_power",
-        "seed", "head_init", "layer_decay", "token_keep", "average_last", "min_photos",
+        "seed", "head_init", "layer_decay", "token_keep", "cutmix", "average_last", "min_photos",
         "val_fraction", "test_fraction",
     }  # fmt: skip
     defaults = {f.name: f.default for f in dataclasses.fields(TrainArguments) if f.name in recipe}

@@ -147,8 +147,9 @@ class TrainArguments(DataArguments):
             "PatchDropout, an augmentation the fixed cached views lack, and faster steps"
         },
     )
+    # The released recipe: 265 of 295 main-class test photos against 263 without (docs/TRAINING.md).
     cutmix: float = field(
-        default=0.0,
+        default=0.5,
         metadata={
             "help": "share of training batches given CutMix on the cached tokens: a box of the patch "
             "grid comes from another photo of the batch and the loss mixes both labels by area (0: off)"
