@@ -109,7 +109,8 @@ class TrainArguments(DataArguments):
     # on 2 cores, and a run cut short says so.
     max_minutes: float = field(default=150.0, metadata={"help": "stop fine-tuning after this long"})
     seed: int = field(default=0, metadata={"help": "training randomness: cached views, sampling, PatchDropout"})
-    # Off by default so that the released recipe reproduces as it was trained (float32).
+    # Off by default because CPUs without AMX / AVX512-BF16 emulate bfloat16 and run slower; the
+    # release was trained with it on, and its model card's reproduce command passes --bf16.
     bf16: bool = field(
         default=False,
         metadata={
