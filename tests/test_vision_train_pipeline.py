@@ -305,6 +305,16 @@ def test_patch_dropout_keeps_cls_and_a_random_subset_of_patches():
     assert drop_patch_tokens(tokens, 0.01).shape == (2, 2, 3)  # at least one patch survives
 
 
+def refit_of(args, tmp_path, name: str, **changes):
+    """The trained fixture's arguments as a 2-epoch refit (no calibration) in tmp_path/name."""
+    import dataclasses
+
+    return dataclasses.replace(
+        args, output_dir=str(tmp_path / name), release_dir=None, cache_dir=str(tmp_path / "cache"),
+        refit=True, calibrate=False, epochs=2, version=f"tiny-{name}", **changes,
+    )  # fmt: skip
+
+
 def test_refit_trains_on_validation_photos_and_takes_its_twins_calibration(trained, tmp_path):
     import dataclasses
 
@@ -313,17 +323,7 @@ def test_refit_trains_on_validation_photos_and_takes_its_twins_calibration(train
 
     tmp, args, _ = trained
     twin = tmp / "release"  # trained on train photos only and calibrated on validation
-    refit_args = dataclasses.replace(
-        args,
-        output_dir=str(tmp_path / "refit"),
-        release_dir=None,
-        cache_dir=str(tmp_path / "cache"),
-        refit=True,
-        calibrate=False,
-        epochs=2,
-        patience=0,  # would stop after one epoch without --refit
-        version="tiny-refit",
-    )
+    refit_args = refit_of(args, tmp_path, "refit", patience=0)  # patience 0 would stop after one epoch without --refit
     with pytest.raises(ValueError, match="calibrate"):
         train.main(dataclasses.replace(refit_args, calibrate=True))
     model_dir = train.main(refit_args)
@@ -351,8 +351,65 @@ def test_refit_trains_on_validation_photos_and_takes_its_twins_calibration(train
 
     card = export.model_card(model_dir, {}, {})
     assert "refit on train + validation photos for 2 epochs" in card
+    assert "Train 12, val 4, test 4 photos (the refit learns from train + val, 16)." in card
     assert "taken from the twin run `tiny-e2e`" in card
     assert "--refit" in card and "--from_model var/runs/vision/model" in card
+
+
+def test_final_fit_learns_every_photo_and_its_card_shows_the_held_out_figures_of_the_recipe(trained, tmp_path):
+    import dataclasses
+
+    from vision_model import calibrate, evaluate, export, train
+
+    tmp, args, _ = trained
+    twin = tmp / "release"  # trained on train photos only and calibrated on validation
+    final_args = refit_of(args, tmp_path, "final", include_test=True)
+    with pytest.raises(ValueError, match="--refit"):
+        train.main(dataclasses.replace(final_args, refit=False))
+    model_dir = train.main(final_args)
+    info = json.loads((model_dir / "train_info.json").read_text())
+    assert info["include_test"] is True and info["n_train"] == 20  # 12 train + 4 val + 4 test photos
+    (cache,) = (tmp_path / "cache").iterdir()  # its own cache: test photos get augmented views too
+    assert json.loads((cache / "done.json").read_text())["rows"] == 20 + 20
+    calibrate.main(calibrate.CalibrateArguments(model=str(model_dir), from_model=str(twin)))
+
+    def report(model, name):
+        evaluate.main(
+            evaluate.EvaluateArguments(
+                model=str(model), out=str(tmp_path / name), data_dir=args.data_dir,
+                splits=str(tmp / "run" / "splits.json"), synthetic_images=4, cache_dir=str(tmp_path / "logits"),
+            )
+        )  # fmt: skip
+        return tmp_path / name
+
+    trained_on_test, held_out = report(model_dir, "final-report"), report(twin, "twin-report")
+    assert json.loads((trained_on_test / "metrics.json").read_text())["held_out"] is False
+    assert json.loads((held_out / "metrics.json").read_text())["held_out"] is True
+    release = tmp_path / "released"
+
+    def export_with(report_dir):
+        export.main(
+            export.ExportArguments(
+                model=str(model_dir), report=str(report_dir), release_dir=str(release),
+                manifest=str(tmp_path / "none.csv"),
+            )
+        )  # fmt: skip
+        return (release / "MODEL_CARD.md").read_text()
+
+    with pytest.raises(ValueError, match="trained on"):  # training figures never reach a card
+        export_with(trained_on_test)
+    card = export_with(held_out)
+    assert "final fit on all photos (train + validation + test) for 2 epochs" in card
+    assert "## Metrics (test split, held out from `tiny-e2e`: the same recipe without the test photos)" in card
+    assert "no held-out figure of them exists" in card
+    assert "Train 12, val 4, test 4 photos (these weights learnt from all 20;" in card
+    command = export.reproduce_command(info)
+    assert command.count("--include_test") == 1  # the twin and the refit hold the test photos out
+    assert "train --output_dir var/runs/vision-refit --refit --no-calibrate" in command
+    assert "evaluate --model var/runs/vision-refit/model --splits var/runs/vision-refit/splits.json" in command
+    assert "train --output_dir var/runs/vision-final --refit --include_test --no-calibrate" in command
+    assert "calibrate --model var/runs/vision-final/model --from_model var/runs/vision/model" in command
+    assert command.endswith("export --model var/runs/vision-final/model --report reports/vision")
 
 
 def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, tmp_path):

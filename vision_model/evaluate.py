@@ -167,11 +167,26 @@ def plot_reliability(probs_before, probs_after, targets, path: Path, bins: int =
     plt.close(fig)
 
 
+def trained_splits(info: dict) -> set[str]:
+    """The splits a model's weights learnt from, by its train_info.json (a soup: its first run's)."""
+    splits = {"train"}
+    if info.get("refit"):
+        splits.add("val")
+    if info.get("include_test"):
+        splits.add("test")
+    return splits
+
+
 def main(args: EvaluateArguments) -> dict:
-    from vision_model.release import read_labels
+    from vision_model.release import read_labels, read_train_info
 
     model_dir, out = Path(args.model), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # A refit learnt from the validation photos, a final fit from the test photos too: their
+    # figures on those photos are training figures, and the report says so (export refuses them).
+    held_out = args.split not in trained_splits(read_train_info(model_dir))
+    if not held_out:
+        log.warning("%s was trained on the %s photos: these are training figures, not held-out ones", model_dir, args.split)
     labels = read_labels(model_dir)
     index = {label: i for i, label in enumerate(labels)}
     safety = SafetyConfig.load(model_dir)
@@ -229,6 +244,7 @@ def main(args: EvaluateArguments) -> dict:
         "model": str(model_dir),
         "version": safety.version,
         "split": args.split,
+        "held_out": held_out,
         "n": len(items),
         "main": group_metrics(probs, targets, is_main, main_ids),
         "fewshot": group_metrics(probs, targets, ~is_main, few_ids),
@@ -281,6 +297,7 @@ def main(args: EvaluateArguments) -> dict:
         f"few-shot top-1 {metrics['fewshot']['top1'] or 0:.3f} | dangerous errors "
         f"{safety_figures['all']['dangerous_errors']} | cost {safety_figures['all']['poison_cost']:.4f} | "
         f"abstain {safety_figures['all']['abstention_rate']:.3f} -> {out}"
+        + ("" if held_out else f" (NOT held out: the model was trained on these {args.split} photos)")
     )
     return metrics
 

@@ -55,7 +55,7 @@ def reproduce_command(info: dict) -> str:
     first = " --mode linear" if info.get("mode") == "linear" else ""
     # What the (first) run set away from the defaults (--bf16, --image_size, ...); --refit and
     # --mode are written below. A soup ingredient's own differences come first and win.
-    recipe = {k: v for k, v in differing_args(info, {}).items() if k not in ("mode", "refit")}
+    recipe = {k: v for k, v in differing_args(info, {}).items() if k not in ("mode", "refit", "include_test")}
 
     def flags(own: dict) -> str:
         return first + cli_flags({**own, **{k: v for k, v in recipe.items() if k not in own}})
@@ -83,10 +83,17 @@ def reproduce_command(info: dict) -> str:
         model, soup = model_of(refits, "var/runs/vision-refit-soup")
         splits = "var/runs/vision-refit/splits.json"
         steps += [*soup, f"{py} calibrate --model {model} --from_model {twin}"]
-    steps += [
-        f"{py} evaluate --model {model} --splits {splits} --out reports/vision",
-        f"{py} export --model {model} --report reports/vision",
-    ]
+    steps.append(f"{py} evaluate --model {model} --splits {splits} --out reports/vision")
+    if info.get("include_test"):
+        # The final fit: the recipe's held-out figures are measured above (the train + val
+        # refit); the released weights then learn from the test photos too.
+        finals = [(f"{run}-final", flags) for run, flags in runs]
+        steps += [
+            f"{py} train --output_dir {run} --refit --include_test --no-calibrate{flags}" for run, flags in finals
+        ]
+        model, soup = model_of(finals, "var/runs/vision-final-soup")
+        steps += [*soup, f"{py} calibrate --model {model} --from_model {twin}"]
+    steps.append(f"{py} export --model {model} --report reports/vision")
     return " \\\n  && ".join(steps)
 
 
@@ -199,7 +206,9 @@ def training_line(info: dict) -> str:
         parts.append(f"{args['token_keep']:.0%} of patch tokens kept per training view")
     epochs, averaged = args.get("epochs", "?"), args.get("average_last", 0)
     kept = f"mean of the last {averaged} epochs' weights kept" if averaged else None
-    if info.get("refit"):
+    if info.get("include_test"):
+        parts.append(f"final fit on all photos (train + validation + test) for {epochs} epochs, {kept or 'last kept'}")
+    elif info.get("refit"):
         parts.append(f"refit on train + validation photos for {epochs} epochs, {kept or 'last kept'}")
     else:
         parts.append(f"{epochs} epochs, {kept}" if kept else f"best of {epochs} epochs on validation")
@@ -226,6 +235,21 @@ def calibration_line(safety) -> str:
     )
 
 
+def split_line(info: dict) -> str:
+    """The split's sizes and which of its photos these weights learnt from."""
+    n_fit, n_val, n_test = info.get("n_train"), info.get("n_val"), info.get("n_test")
+    if None in (n_fit, n_val, n_test):
+        return "  Split sizes not recorded."
+    # n_train counts the photos the weights learnt from: a refit adds val, a final fit val + test.
+    seen = n_val * bool(info.get("refit")) + n_test * bool(info.get("include_test"))
+    line = f"  Train {n_fit - seen}, val {n_val}, test {n_test} photos"
+    if info.get("include_test"):
+        return line + f" (these weights learnt from all {n_fit}; the figures below are the same recipe's trained on train + val)."
+    if info.get("refit"):
+        return line + f" (the refit learns from train + val, {n_fit})."
+    return line + "."
+
+
 def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str | None = None) -> str:
     from vision_model.verdict import SafetyConfig
 
@@ -237,6 +261,9 @@ def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str |
 
     def pct(x):
         return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    def num(x):  # None where a group is empty (e.g. no main classes in a small data set)
+        return "n/a" if x is None else f"{x:.3f}"
 
     lines = [
         f"# Mushroom photo classifier - {safety.version}",
@@ -259,8 +286,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str |
         "- Licences: " + "; ".join(f"{k}: {n}" for k, n in prov.get("licences", [])) + ".",
         "- Split per species with a fixed seed: 15 % validation, 15 % test for large classes; one held-out photo",
         "  for classes of 2-3 photos (val or test, alternating); 1 val + 1 test for 4-7 photos.",
-        f"  Train {info.get('n_train', '?')}, val {info.get('n_val', '?')}, test {info.get('n_test', '?')} photos"
-        + (" (the refit trains on train + val)." if info.get("refit") else "."),
+        split_line(info),
         "",
         "## Licence of the weights",
         "The weights were trained on photos that are largely **non-commercial research data** (FGVCx-2018 terms)",
@@ -273,8 +299,17 @@ def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str |
         "`galerina_marginata`, `gyromitra_esculenta`, `cortinarius_orellanus`. The full list is `id2label` in",
         "`config.json`. Edibility is NOT stored here: it comes from `knowledge_base/catalog` at run time.",
         "",
-        "## Metrics (test split: photos never used for training or tuning)",
+        "## Metrics (test split: photos never used for training or tuning)"
+        if not info.get("include_test")
+        else f"## Metrics (test split, held out from `{m.get('version', '?')}`: the same recipe without the test photos)",
     ]
+    if info.get("include_test") and m:
+        lines += [
+            "These weights are that recipe's final fit: they also learnt from the test photos (about a fifth",
+            "more photos, most useful to the few-shot species), so no held-out figure of them exists; the",
+            "figures below are the estimate.",
+            "",
+        ]
     if m:
         s = m.get("safety", {})
         lines += [
@@ -282,7 +317,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str |
             "|---|---|",
             f"| top-1, main classes (n={m['main']['n']}) | {pct(m['main']['top1'])} |",
             f"| top-3, main classes | {pct(m['main']['top3'])} |",
-            f"| macro-F1, main classes | {m['main']['macro_f1']:.3f} |",
+            f"| macro-F1, main classes | {num(m['main']['macro_f1'])} |",
             f"| top-1, few-shot classes (n={m['fewshot']['n']}) | {pct(m['fewshot']['top1'])} |",
             f"| top-3, few-shot classes | {pct(m['fewshot']['top3'])} |",
             f"| dangerous errors, test photos / simulated open set | {s['photos']['dangerous_errors']} / "
@@ -340,6 +375,11 @@ def main(args: ExportArguments) -> Path:
     metrics = {}
     if args.report and (Path(args.report) / "metrics.json").exists():
         metrics = json.loads((Path(args.report) / "metrics.json").read_text())
+        if metrics.get("held_out") is False:
+            raise ValueError(
+                f"{args.report} measured a model on photos it was trained on: a card shows held-out "
+                "figures only (for a final fit, the report of the same recipe's train + val refit)"
+            )
     (dst / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (dst / "MODEL_CARD.md").write_text(
         model_card(dst, metrics, provenance(Path(args.manifest)), note), encoding="utf-8"

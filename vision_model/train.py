@@ -178,6 +178,14 @@ class TrainArguments(DataArguments):
             "the result with `calibrate --from_model` of a twin run trained without them"
         },
     )
+    include_test: bool = field(
+        default=False,
+        metadata={
+            "help": "with --refit: train on the test photos too - the final fit of a release, once "
+            "the recipe is chosen and its figures measured: nothing stays held out, so the held-out "
+            "figures to report are those of the same recipe's train + val refit"
+        },
+    )
 
 
 # --- dataclass <-> argparse (the CLI in __main__.py uses these too) ------------------------------
@@ -305,8 +313,9 @@ def build_feature_cache(args: TrainArguments, model, preprocess: Preprocess, spl
     """Compute (or reuse) the frozen-block tokens; resumable if interrupted part-way."""
     samples = splits.train + splits.val + splits.test
     # Photos that get augmented views: the training photos and the validation photos, so that a
-    # twin and its refit share one cache (the twin reads only the validation photos' centre view).
-    train_set = {s.path for s in splits.train + splits.val}
+    # twin and its refit share one cache (the twin reads only the validation photos' centre view);
+    # a final fit (--include_test) augments the test photos too, in a cache of its own.
+    train_set = {s.path for s in splits.train + splits.val + (splits.test if args.include_test else [])}
     plan: list[tuple[int, int]] = []  # (sample index, view index)
     for i, s in enumerate(samples):
         plan.append((i, 0))
@@ -778,6 +787,8 @@ def main(args: TrainArguments) -> Path:
             "a refit model cannot be calibrated on validation photos it was trained on: pass "
             "--no-calibrate, then `calibrate --from_model` a twin run trained on train only"
         )
+    if args.include_test and not args.refit:
+        raise ValueError("--include_test is a final fit: pass --refit too (no early stopping, no calibration)")
     if args.bf16 and not torch.cpu._is_avx512_bf16_supported():
         log.warning("--bf16 on a CPU without AVX512-BF16/AMX: bfloat16 is emulated and slower here")
     if args.threads:
@@ -814,11 +825,15 @@ def main(args: TrainArguments) -> Path:
     is_main = np.array([s.label in mains for s in cache.samples])
     n_train, n_val = len(splits.train), len(splits.val)
     ids = {
-        "train": np.arange(n_train + n_val if args.refit else n_train),
+        "train": np.arange(
+            len(cache.samples) if args.include_test else n_train + n_val if args.refit else n_train
+        ),
         "val": np.arange(n_train, n_train + n_val),
         "test": np.arange(n_train + n_val, len(cache.samples)),
     }
-    if args.refit:
+    if args.include_test:
+        log.info("final fit: training on all %d photos (test included: nothing is held out)", len(ids["train"]))
+    elif args.refit:
         log.info("refit: training on %d train + %d validation photos", n_train, n_val)
 
     # Stage 1: linear head on frozen features of every cached training view (or a given head).
@@ -881,6 +896,7 @@ def main(args: TrainArguments) -> Path:
         "n_train": len(ids["train"]),
         "n_val": n_val,
         "refit": args.refit,
+        "include_test": args.include_test,
         "n_test": len(splits.test),
         "labels": len(labels),
         "main_classes": sorted(mains),
