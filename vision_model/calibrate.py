@@ -585,12 +585,12 @@ def transfer(model_dir: Path, twin_dir: Path, version: str | None) -> SafetyConf
 
 
 def main(args: CalibrateArguments) -> SafetyConfig:
-    from vision_model.release import read_labels, read_train_info
+    from vision_model.release import read_labels, read_train_info, trained_splits
 
     model_dir = Path(args.model)
     if args.from_model:
         return transfer(model_dir, Path(args.from_model), args.version)
-    if read_train_info(model_dir).get("refit"):
+    if "val" in trained_splits(read_train_info(model_dir)):
         raise ValueError(
             f"{model_dir} was trained on its validation photos (--refit): calibrate its twin and "
             "pass --from_model TWIN_DIR"

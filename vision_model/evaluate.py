@@ -167,18 +167,8 @@ def plot_reliability(probs_before, probs_after, targets, path: Path, bins: int =
     plt.close(fig)
 
 
-def trained_splits(info: dict) -> set[str]:
-    """The splits a model's weights learnt from, by its train_info.json (a soup: its first run's)."""
-    splits = {"train"}
-    if info.get("refit"):
-        splits.add("val")
-    if info.get("include_test"):
-        splits.add("test")
-    return splits
-
-
 def main(args: EvaluateArguments) -> dict:
-    from vision_model.release import read_labels, read_train_info
+    from vision_model.release import read_labels, read_train_info, trained_splits
 
     model_dir, out = Path(args.model), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from vision_model.release import (
     read_labels,
     read_train_info,
     release_size_bytes,
+    trained_splits,
 )
 
 log = logging.getLogger(__name__)
@@ -241,8 +242,8 @@ def split_line(info: dict) -> str:
     if None in (n_fit, n_val, n_test):
         return "  Split sizes not recorded."
     # n_train counts the photos the weights learnt from: a refit adds val, a final fit val + test.
-    seen = n_val * bool(info.get("refit")) + n_test * bool(info.get("include_test"))
-    line = f"  Train {n_fit - seen}, val {n_val}, test {n_test} photos"
+    learnt = trained_splits(info)
+    line = f"  Train {n_fit - n_val * ('val' in learnt) - n_test * ('test' in learnt)}, val {n_val}, test {n_test} photos"
     if info.get("include_test"):
         return line + f" (these weights learnt from all {n_fit}; the figures below are the same recipe's trained on train + val)."
     if info.get("refit"):

@@ -60,6 +60,17 @@ def read_train_info(model_dir: str | Path) -> dict:
     return _read_json(model_dir, "train_info.json")
 
 
+def trained_splits(info: dict) -> set[str]:
+    """The splits a model's weights learnt from, by its train_info.json (a soup: its first run's):
+    a refit learns from the validation photos too, a final fit (--include_test) from all three."""
+    splits = {"train"}
+    if info.get("refit"):
+        splits.add("val")
+    if info.get("include_test"):
+        splits.add("test")
+    return splits
+
+
 def read_preprocessor_config(model_dir: str | Path) -> dict:
     """preprocessor_config.json of a model directory (the input size it was trained at), or {}."""
     return _read_json(model_dir, "preprocessor_config.json")

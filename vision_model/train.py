@@ -824,10 +824,10 @@ def main(args: TrainArguments) -> Path:
     targets = np.array([label_index[s.label] for s in cache.samples])
     is_main = np.array([s.label in mains for s in cache.samples])
     n_train, n_val = len(splits.train), len(splits.val)
+    # The cache holds train, val, test in that order: a refit learns val too, a final fit test too.
+    n_learnt = n_train + n_val * args.refit + len(splits.test) * args.include_test
     ids = {
-        "train": np.arange(
-            len(cache.samples) if args.include_test else n_train + n_val if args.refit else n_train
-        ),
+        "train": np.arange(n_learnt),
         "val": np.arange(n_train, n_train + n_val),
         "test": np.arange(n_train + n_val, len(cache.samples)),
     }
