@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     console = sub.add_parser("console", help="chat with the bot in this terminal (reads stdin)")
     console.add_argument("--model", type=Path, default=None,
                          help="model directory (default: MODEL_DIR or the bundled release)")
+    console.add_argument("--continue", dest="continue_chat", action="store_true",
+                         help="continue the previous console conversation instead of starting a new one")
     console.add_argument("--no-build-index", action="store_true",
                          help="do not build the knowledge base on first start")
     sub.add_parser("telegram", help="run the Telegram bot (TELEGRAM_BOT_TOKEN; webhook if TELEGRAM_WEBHOOK_URL)")
@@ -49,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             from bot.console import ConsoleArgs
             from bot.console import main as console_main
 
-            return console_main(ConsoleArgs(model=args.model, build_index=not args.no_build_index))
+            return console_main(ConsoleArgs(model=args.model, build_index=not args.no_build_index,
+                                                continue_chat=args.continue_chat))
         if args.front_door == "telegram":
             from bot.telegram_adapter import run_telegram
 

@@ -5,7 +5,8 @@
 Endpoints (JSON; errors are always {"error": <code>, "detail": <sentence>}):
 - POST /v1/identify       multipart field `image`, repeatable: several photos = one observation
 - POST /v1/identify/each  same upload, one identification per photo (what `identify_each` does)
-- POST /v1/ask            {"question": ..., "species": optional label}
+- POST /v1/ask            {"question": ..., "species": optional label, "photo": optional identification,
+                          "poisoning": optional bool} -> answer (first reply), more, citations, ...
 - GET  /v1/info           model version and labels, index version, input limits
 - GET  /healthz           the process is alive (always open)
 - GET  /readyz            200 once the model and the index are loaded, 503 before (always open)
@@ -446,6 +447,15 @@ def read_index_info(settings: Settings) -> dict[str, Any]:
 # --- request/response models ------------------------------------------------------------
 
 
+class PhotoBody(BaseModel):
+    top: str | None = Field(default=None, max_length=200, description="Top label of the identification.")
+    probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    verdict: str = Field(default="unknown", max_length=32)
+    abstained: bool = False
+    dangerous: list[tuple[str, float]] = Field(default_factory=list, max_length=10,
+                                                description="[label, probability] of its dangerous candidates")
+
+
 class AskRequest(BaseModel):
     question: str = Field(description="The question, in plain language.", examples=["Is the fly agaric edible?"])
     species: str | None = Field(
@@ -453,6 +463,12 @@ class AskRequest(BaseModel):
         description="Optional species label (e.g. from /v1/identify) the question is about.",
         examples=["amanita_muscaria"],
     )
+    photo: PhotoBody | None = Field(
+        default=None,
+        description="The identification the question is about (from /v1/identify): the answer then follows "
+                    "its verdict and names its dangerous candidates instead of describing the top guess.",
+    )
+    poisoning: bool = Field(default=False, description="The conversation is about a possible poisoning.")
 
 
 class ErrorBody(BaseModel):
@@ -617,7 +633,12 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
                            f"The question is too long; please keep it under {MAX_QUESTION_CHARS} characters.")
         answerer = need("index")
         species = (body.species or "").strip() or None
-        answer = await in_worker_thread(answerer.ask, question, species)
+        photo = None
+        if body.photo is not None:
+            from knowledge_base.answer import PhotoContext
+
+            photo = PhotoContext.from_dict(body.photo.model_dump())
+        answer = await in_worker_thread(answerer.ask, question, species, photo, body.poisoning)
         return answer.to_dict()
 
     @app.get("/v1/info", dependencies=[Depends(require_api_key)], tags=["service"])

@@ -32,6 +32,10 @@ QUIT_COMMANDS = {"quit", "exit"}
 class ConsoleArgs:
     model: Path | None = None  # model directory (default: MODEL_DIR or the bundled release)
     build_index: bool = True  # build the knowledge base on first start when it is absent
+    continue_chat: bool = False  # go on with the last console conversation (default: a new one per run)
+
+
+CONSOLE_CHAT = "console"
 
 
 def print_reply(reply: Reply, out=None) -> None:
@@ -104,13 +108,13 @@ def ensure_knowledge_base(settings: Settings) -> None:
         close()
 
 
-def line_to_event(line: str, settings: Settings, user: str) -> Event | str | None:
+def line_to_event(line: str, settings: Settings, user: str, chat_id: str = CONSOLE_CHAT) -> Event | str | None:
     """A console line -> an Event, a direct message to print (str), or None for a blank line."""
     text = line.strip()
     if not text:
         return None
     command, args = parse_command(text)
-    base = {"platform": "console", "chat_id": "console", "user_id": user, "is_admin": True}
+    base = {"platform": "console", "chat_id": chat_id, "user_id": user, "is_admin": True}
     if command == "identify" and args:
         try:
             paths = shlex.split(args)
@@ -126,7 +130,12 @@ def line_to_event(line: str, settings: Settings, user: str) -> Event | str | Non
     return Event(**base, text=text)
 
 
-async def run_console(core: BotCore, settings: Settings, stdin=None, stdout=None) -> int:
+async def run_console(core: BotCore, settings: Settings, stdin=None, stdout=None, *,
+                      continue_chat: bool = True) -> int:
+    """Read lines until the end of input. The console keeps one conversation (chat "console"):
+    `continue_chat=False` starts it afresh (the same local user, a new conversation)."""
+    if not continue_chat:
+        await asyncio.to_thread(core.memory.forget_chat, "console", CONSOLE_CHAT)
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     interactive = stdin.isatty()
@@ -180,7 +189,7 @@ def main(args: ConsoleArgs) -> int:
     except Exception as exc:
         print(f"Photo identification unavailable: {exc}", file=sys.stderr)
     try:
-        return asyncio.run(run_console(core, settings))
+        return asyncio.run(run_console(core, settings, continue_chat=args.continue_chat))
     except KeyboardInterrupt:
         return 130
     finally:

@@ -30,7 +30,11 @@ from bot.memory import ChatMemory, StoredIdentification
 from bot.messages import Button, Event, Reply
 from bot.remote import RemoteError
 from bot.settings import Settings
+from knowledge_base import phrases
+from knowledge_base.answer import PhotoContext
 from knowledge_base.catalog import Catalog, default_catalog
+from knowledge_base.language import detect_language
+from knowledge_base.triage import triage
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +69,25 @@ class _Identified:
     text: str
 
 
+MORE_LABEL = {"en": "More", "de": "Mehr", "fr": "Plus", "es": "Más", "it": "Altro", "nl": "Meer"}
+
+
+def _current_subject(history, idents) -> tuple[StoredIdentification | None, str | None]:
+    """What the chat is talking about now: the photo or the species of the latest reply that had one."""
+    by_id = {i.id: i for i in idents}
+    for entry in reversed(history):
+        if entry.role != "bot":
+            continue
+        photo_id = entry.data.get("photo_id")
+        if photo_id in by_id:
+            return by_id[photo_id], None
+        if entry.data.get("species"):
+            return None, entry.data["species"]
+    return (idents[-1] if idents else None), None
+
+
 def identification_buttons(ident_id: int) -> list[Button]:
-    return [
+    return [Button("More", "more:last"),
         Button("Is it poisonous?", f"poison:{ident_id}"),
         Button("Lookalikes", f"look:{ident_id}"),
         Button("Sources", f"src:{ident_id}"),
@@ -336,13 +357,16 @@ class BotCore:
         probabilities = [float(p.probability) for p in result.top_k]
         verdict, abstained = result.verdict, bool(result.abstained)
         danger = float(result.danger_probability)
-        text = say.identification_text(labels, probabilities, verdict, abstained, danger, photo_count,
-                                       self.catalog, notes)
+        dangerous = [(p.label, float(p.probability)) for p in getattr(result, "dangerous", None) or []]
+        text, more = say.identification_text(labels, probabilities, verdict, abstained, danger, photo_count,
+                                             self.catalog, notes, dangerous)
         stored_id = self.memory.add_identification(
             event.platform, event.chat_id,
             labels=labels, probabilities=probabilities, verdict=verdict, abstained=abstained,
             danger_probability=danger, photo_count=photo_count, model_version=str(result.model_version),
-            exchange=[("user", event.kind, f"[{photo_count} photo(s)]", None), ("bot", event.kind, text, None)],
+            dangerous=dangerous,
+            exchange=[("user", event.kind, f"[{photo_count} photo(s)]", None),
+                      ("bot", event.kind, text, {"more": more})],
         )
         return _Identified(stored_id, verdict, abstained, text)
 
@@ -352,9 +376,26 @@ class BotCore:
 
     # --- questions -----------------------------------------------------------------------
     async def _question(self, event: Event, question: str, ident: StoredIdentification | None = None) -> Outcome:
-        """Answer a question about a named species, a remembered photo, or in general."""
+        """Answer a question about a named species, a remembered photo, or the chat's subject.
+
+        A possible poisoning is answered first aid first, also when the knowledge base is down.
+        """
+        try:
+            return await self._answer_question(event, question, ident)
+        except Exception:
+            found = triage(question)
+            if found is None:
+                raise
+            log.exception("answering a possible poisoning failed: sending first aid alone")
+            lang = detect_language(question)
+            first_aid = phrases.FIRST_AID_PET if found.pet else phrases.FIRST_AID
+            return Outcome([Reply(f"{phrases.say(first_aid, lang)} {phrases.say(phrases.DELAYED, lang)}")], "error")
+
+    async def _answer_question(self, event: Event, question: str, ident: StoredIdentification | None) -> Outcome:
         idents = await self._io(self.memory.recent_identifications, event.platform, event.chat_id)
+        history = await self._io(self.memory.recent_history, event.platform, event.chat_id, 10)
         named = [m.label for m in self._resolver.find_species(question)] if self._resolver else []
+        subject = None  # the chat's current subject when the question names nothing
         if ident is None:
             position = photo_reference(question)
             if position is not None:
@@ -367,51 +408,46 @@ class BotCore:
                         f"(I keep the last {self.memory.keep_identifications}). Which one do you mean?"
                     )], "no_photo")
                 ident = idents[position]
-            elif idents and (not named or refers_back(question)):
-                ident = idents[-1]
+            elif not named or refers_back(question):
+                ident, subject = _current_subject(history, idents)
 
-        if ident is None and not named:
-            intent = self._resolver.intent(question) if self._resolver else "general"
-            if refers_back(question) or intent in _SUBJECT_INTENTS:
-                return Outcome([Reply(say.NEED_PHOTO)], "no_photo")
-
+        photo = None
         header = ""
-        species = None
         if ident is not None and (not named or ident.top_label in named or refers_back(question)):
-            header = self._photo_header(ident, idents)
-            if ident.abstained or not ident.top_label:
-                # No reliable species: do not answer about a guess.
-                text = f"{header}\n\n{say.NOT_RELIABLE}\n\n{say.PHOTO_TIPS}\n\n{say.DISCLAIMER}"
-                await self._io(self._remember_exchange, event, question, text, None)
-                return Outcome([Reply(text, [Button("Lookalikes", f"look:{ident.id}")])], "abstained")
-            species = ident.top_label
+            photo = PhotoContext(top=ident.top_label, probability=ident.probabilities[0] if ident.probabilities
+                                 else 0.0, verdict=ident.verdict, abstained=ident.abstained,
+                                 dangerous=list(ident.dangerous))
+            if idents and ident.id != idents[-1].id:
+                position = next((i for i, x in enumerate(idents) if x.id == ident.id), 0)
+                header = f"About your photo #{position + 1}:"
+        poisoning = any(h.data.get("first_aid") for h in history[-4:] if h.role == "bot")
 
         answerer = await self._io(self._get_answerer)
-        answer = await self._io(answerer.ask, question, species)
+        answer = await self._io(self._ask, answerer, question, subject, photo, poisoning)
         text, citations = self._answer_text(answer, header)
-        await self._io(self._remember_exchange, event, question, text, {"citations": citations,
-                                                                       "species": answer.species})
-        buttons = []
-        label = answer.species or species
+        label = answer.species or (photo.top if photo else None)
+        more = answer.more
+        if citations:
+            titles = list(dict.fromkeys(c["title"] or c["source"] for c in citations))
+            more = "\n\n".join(x for x in (more, "**Sources:**\n" + "\n".join(f"• {t}" for t in titles[:5])) if x)
+        await self._io(self._remember_exchange, event, question, text, {
+            "citations": citations, "species": answer.species, "more": more, "first_aid": answer.first_aid,
+            "photo_id": ident.id if photo is not None else None, "language": answer.language})
+        buttons = [Button(MORE_LABEL.get(answer.language, "More"), "more:last")] if more else []
         if label:
             if ident is not None and label == ident.top_label:
-                buttons = [Button("Lookalikes", f"look:{ident.id}"), Button("Sources", f"src:{ident.id}")]
+                buttons += [Button("Lookalikes", f"look:{ident.id}"), Button("Sources", f"src:{ident.id}")]
             elif len(f"looks:{label}") <= 64:
-                buttons = [Button("Lookalikes", f"looks:{label}"), Button("Sources", "srcs:last")]
-        return Outcome([Reply(text, buttons)], "abstained" if answer.abstained else "ok")
+                buttons += [Button("Lookalikes", f"looks:{label}"), Button("Sources", "srcs:last")]
+        outcome = "first_aid" if answer.first_aid else "abstained" if answer.abstained else "ok"
+        return Outcome([Reply(text, buttons)], outcome)
 
-    def _photo_header(self, ident: StoredIdentification, idents: list[StoredIdentification]) -> str:
-        position = next((i for i, x in enumerate(idents) if x.id == ident.id), None)
-        which = "your last photo" if position in (None, len(idents) - 1) else f"your photo #{position + 1}"
-        if ident.top_label is None:
-            return f"About {which}:"
-        name = say.display_name(ident.top_label, self.catalog)
-        guess = f"most likely {name}, {say.percent(ident.probabilities[0])}"
-        if ident.abstained or ident.probabilities[0] < say.UNSURE_BELOW:
-            guess = f"best guess {name}, not reliable"
-        elif ident.verdict == "unknown":
-            guess += ", but not sure enough to rule out a dangerous species"
-        return f"About {which} ({guess}) - verdict for that photo: {say.verdict_line(ident.verdict)}"
+    @staticmethod
+    def _ask(answerer, question: str, subject: str | None, photo, poisoning: bool):
+        """answerer.ask with the chat's context (a remote or older answerer may take less of it)."""
+        if accepts_keyword(answerer.ask, "poisoning"):
+            return answerer.ask(question, subject, photo=photo, poisoning=poisoning)
+        return answerer.ask(question, subject or (photo.top if photo else None))
 
     def _answer_text(self, answer, header: str) -> tuple[str, list[dict]]:
         citations = [
@@ -419,17 +455,23 @@ class BotCore:
         ]
         parts = [header] if header else []
         parts.append(answer.answer.strip() or "I don't have an answer to that.")
-        if citations:
-            # One line per source: several passages of one guide are one source to a reader.
-            titles = list(dict.fromkeys(c["title"] or c["source"] for c in citations))
-            parts.append("**Sources:**\n" + "\n".join(f"• {t}" for t in titles[:5]))
-        if "app" not in answer.answer.lower():  # the answerer may already carry the disclaimer
-            parts.append(say.DISCLAIMER)
+        if not answer.first_aid and answer.topic != "off_topic":
+            parts.append(say.SHORT_DISCLAIMER)
         return "\n\n".join(parts), citations
+
+    async def _more(self, event: Event) -> Outcome:
+        """The rest of the last answer (the "More" button and /more)."""
+        history = await self._io(self.memory.recent_history, event.platform, event.chat_id, 10)
+        last = next((h for h in reversed(history) if h.role == "bot" and "more" in h.data), None)
+        if last is None or not last.data.get("more"):
+            return Outcome([Reply("There is nothing more to my last answer. Ask me something, or send a photo.")])
+        return Outcome([Reply(last.data["more"])])
 
     # --- buttons -------------------------------------------------------------------------
     async def _button(self, event: Event) -> Outcome:
         action, _, arg = (event.button or "").partition(":")
+        if action == "more":
+            return await self._more(event)
         if action in ("poison", "look", "src"):
             ident = None
             if arg.isdigit():
@@ -484,6 +526,11 @@ class BotCore:
             return await self._lookalikes_command(event, args)
         if name == "sources":
             return await self._sources(event, None)
+        if name == "more":
+            return await self._more(event)
+        if name in ("new", "reset"):
+            await self._io(self.memory.forget_chat, event.platform, event.chat_id)
+            return Outcome([Reply(say.NEW_CONVERSATION)])
         if name == "about":
             return Outcome([Reply(await self._io(self._about_text))])
         if name in ("reingest", "status"):

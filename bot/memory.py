@@ -26,7 +26,9 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine, make_url
 
@@ -46,6 +48,9 @@ identifications = Table(
     Column("danger_probability", Float, nullable=False),
     Column("photo_count", Integer, nullable=False),
     Column("model_version", String(128), nullable=False),
+    # JSON [[label, probability], ...]: the dangerous candidates behind the verdict (added later:
+    # ChatMemory adds the column to older databases).
+    Column("dangerous", Text, nullable=True),
 )
 
 history = Table(
@@ -73,6 +78,7 @@ class StoredIdentification:
     photo_count: int
     model_version: str
     created_at: datetime
+    dangerous: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def top_label(self) -> str | None:
@@ -117,11 +123,27 @@ class ChatMemory:
         if url.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        self._add_missing_columns()
         self.keep_identifications = keep_identifications
         self.keep_history = keep_history
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a database was created (create_all only creates missing tables)."""
+        present = {c["name"] for c in inspect(self.engine).get_columns(identifications.name)}
+        with self.engine.begin() as conn:
+            for column in identifications.columns:
+                if column.name not in present and column.nullable:
+                    conn.execute(text(f"ALTER TABLE {identifications.name} ADD COLUMN {column.name} "
+                                      f"{column.type.compile(self.engine.dialect)}"))
+
+    def forget_chat(self, platform: str, chat_id: str) -> None:
+        """Start a new conversation: drop the chat's identifications and history (/new)."""
+        with self.engine.begin() as conn:
+            for table in (identifications, history):
+                conn.execute(delete(table).where(table.c.platform == platform, table.c.chat_id == chat_id))
 
     # --- identifications -----------------------------------------------------------
     def add_identification(
@@ -136,6 +158,7 @@ class ChatMemory:
         danger_probability: float,
         photo_count: int,
         model_version: str,
+        dangerous: list[tuple[str, float]] | None = None,
         exchange: list[tuple[str, str, str, dict | None]] | None = None,
     ) -> int:
         """Store an identification (and, in the same transaction, the history lines of `exchange`)."""
@@ -152,10 +175,14 @@ class ChatMemory:
                     danger_probability=float(danger_probability),
                     photo_count=photo_count,
                     model_version=model_version,
+                    dangerous=json.dumps([[lab, round(float(p), 6)] for lab, p in dangerous or []]),
                 )
             ).inserted_primary_key[0]
             self._prune(conn, identifications, platform, chat_id, self.keep_identifications)
             if exchange:
+                # The bot's reply records which photo it was about: the chat's subject from now on.
+                exchange = [(role, kind, line, {**(data or {}), "photo_id": int(new_id)} if role == "bot" else data)
+                            for role, kind, line, data in exchange]
                 self._insert_history(conn, platform, chat_id, exchange)
         return int(new_id)
 
@@ -193,6 +220,7 @@ class ChatMemory:
             photo_count=int(row["photo_count"]),
             model_version=row["model_version"],
             created_at=row["created_at"],
+            dangerous=[(lab, float(p)) for lab, p in json.loads(row["dangerous"] or "[]")],
         )
 
     # --- history -------------------------------------------------------------------

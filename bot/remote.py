@@ -154,8 +154,10 @@ class RemoteClassifier(_RemoteService):
 class RemoteAnswerer(_RemoteService):
     """`knowledge_base.answer.Answerer`, over HTTP (POST /v1/ask)."""
 
-    def ask(self, question: str, species: str | None = None):
-        result = self._request("POST", "/v1/ask", json={"question": question, "species": species})
+    def ask(self, question: str, species: str | None = None, photo=None, poisoning: bool = False):
+        body = {"question": question, "species": species, "poisoning": poisoning,
+                "photo": photo.to_dict() if photo is not None else None}
+        result = self._request("POST", "/v1/ask", json=body)
         return answer_from_dict(result)
 
 
@@ -209,7 +211,8 @@ def identification_from_dict(data: dict[str, Any]):
     from vision_model.classifier import Identification, Prediction
 
     top_k = [_build(Prediction, item) for item in data.get("top_k", [])]
-    return _build(Identification, data, top_k=top_k, n_images=int(data.get("n_images", 1)))
+    dangerous = [_build(Prediction, item) for item in data.get("dangerous", [])]
+    return _build(Identification, data, top_k=top_k, dangerous=dangerous, n_images=int(data.get("n_images", 1)))
 
 
 def answer_from_dict(data: dict[str, Any]):

@@ -27,6 +27,8 @@ VERDICT_WORDS = {
 }
 
 NOT_RELIABLE = "**I can't identify this reliably: treat it as poisonous.**"
+# Under every first reply; the full DISCLAIMER goes behind "More".
+SHORT_DISCLAIMER = "⚠️ Never eat a wild mushroom on an app's word. Poisoning? Call a poison centre now."
 # A species is named with confidence, but the model is not allowed (or not sure enough) to rule
 # out its dangerous lookalikes from a photo: the verdict stays "unknown".
 UNSURE_BELOW = 0.5  # a top guess below this probability is never presented as "most likely"
@@ -129,6 +131,17 @@ def dangerous_lookalikes(label: str, catalog: Catalog) -> list[str]:
     ]
 
 
+def candidates_line(dangerous: Sequence[tuple[str, float]], catalog: Catalog) -> str:
+    """'Amanita phalloides (death cap, DEADLY, 2%) or Amanita virosa (destroying angel, DEADLY, 1%)'."""
+    items = []
+    for label, p in dangerous:
+        profile = catalog.get(label)
+        common = f"{profile.common_names[0]}, " if profile and profile.common_names else ""
+        name = profile.scientific_name if profile else label.replace("_", " ").capitalize()
+        items.append(f"{name} ({common}{catalog.edibility(label).upper()}, {percent(p)})")
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
 def identification_text(
     labels: Sequence[str],
     probabilities: Sequence[float],
@@ -138,59 +151,59 @@ def identification_text(
     photo_count: int,
     catalog: Catalog,
     notes: Sequence[str] = (),
-) -> str:
-    parts: list[str] = []
+    dangerous: Sequence[tuple[str, float]] = (),
+) -> tuple[str, str]:
+    """The reply to a photo: (first reply, the rest behind "More").
+
+    Verdict and action first; then the dangerous species behind the verdict, by name; then the
+    model's best matches. Field checks, lookalikes and photo tips follow behind "More".
+    """
+    first: list[str] = []
+    more: list[str] = []
     photos = f" ({photo_count} photos, one observation)" if photo_count > 1 else ""
+    top = labels[0] if labels else None
+    top_class = catalog.edibility(top) if top else "unknown"
+    shown = "unknown" if abstained or not labels else verdict
     if abstained or not labels:
-        # The model is not confident about any species: guesses only, and the safe verdict.
-        parts.append(NOT_RELIABLE)
-        if labels:
-            parts.append(f"My best guesses{photos} - not reliable:\n" + top_guesses(labels, probabilities, catalog))
-        parts.append(f"Verdict: {verdict_line('unknown')}")
-        dangers = dangerous_lookalikes(labels[0], catalog) if labels else []
-        if dangers:  # even an unreliable guess can point at a deadly lookalike worth knowing
-            parts.append("**Deadly or poisonous lookalikes:**\n" + "\n".join(f"• {d}" for d in dangers))
-        parts.append(PHOTO_TIPS)
+        first.append(f"{NOT_RELIABLE} Do not eat it.")
     else:
-        top = labels[0]
-        if verdict == "unknown":
-            # Confident enough to name a species, not to rule out a dangerous one.
-            parts.append(CANT_RULE_OUT)
-        # The danger rule can give a verdict on a weak top guess: say plainly that the name is unsure.
-        heading = "Most likely" if probabilities[0] >= UNSURE_BELOW else "My best guesses - not reliable"
-        parts.append(f"**{heading}{photos}:**\n" + top_guesses(labels, probabilities, catalog))
-        parts.append(f"Verdict: {verdict_line(verdict)}")
-        top_class = catalog.edibility(top)
-        if verdict in DANGEROUS and top_class not in DANGEROUS:
-            parts.append(
-                f"Dangerous species hold {percent(danger_probability)} of the probability, "
-                "so this photo gets the dangerous verdict even though the top guess is not."
-            )
-        elif verdict == "unknown" and top_class in ("edible", "edible_with_caution"):
-            parts.append(
-                f"{display_name(top, catalog)} is listed as {top_class.replace('_', ' ')} when an expert "
-                "has identified it in person, but I never call a mushroom edible from a photo: its lookalikes "
-                "below can look the same in a picture."
-            )
-        elif verdict == "unknown":
-            parts.append(
-                "I can't rule out a dangerous species from this photo (or my catalog lacks this one), "
-                "so the verdict stays: treat it as poisonous."
-            )
-        profile = catalog.get(top)
-        if profile and verdict == top_class:
-            parts.append(profile.edibility_note)
-        checks = features_to_check(top, catalog)
-        if checks:
-            parts.append("**Check in the field:**\n" + "\n".join(f"• {c}" for c in checks))
-        dangers = dangerous_lookalikes(top, catalog)
-        if dangers:
-            parts.append("**Deadly or poisonous lookalikes:**\n" + "\n".join(f"• {d}" for d in dangers))
-        if verdict == "unknown":
-            parts.append(PHOTO_TIPS)
-    parts.extend(notes)
-    parts.append(DISCLAIMER)
-    return "\n\n".join(parts)
+        first.append(f"{verdict_line(verdict)}. " + ("Do not eat it." if verdict != "edible" else
+                                                     "Never eat it on the word of an app."))
+    # The dangerous species behind the verdict, named: the model's dangerous candidates, or (when it
+    # named none) the top guess's dangerous lookalikes from the catalog.
+    named = [(lab, p) for lab, p in dangerous if lab != top or top_class not in DANGEROUS]
+    if shown in DANGEROUS | {"unknown"} and named:
+        first.append(f"It could be {candidates_line(named[:3], catalog)}.")
+    elif shown in DANGEROUS | {"unknown"} and top and top_class not in DANGEROUS:
+        lookalikes = [lk for lk in (catalog.get(top).lookalikes if catalog.get(top) else [])
+                      if lk.edibility in DANGEROUS]
+        lookalikes.sort(key=lambda lk: SEVERITY.get(lk.edibility, 99))
+        if lookalikes:
+            first.append("A photo can't rule out its dangerous lookalikes: " + ", ".join(
+                f"{display_name(lk.species, catalog)} ({lk.edibility.upper()})" for lk in lookalikes[:3]) + ".")
+    if labels:
+        reliable = not abstained and probabilities[0] >= UNSURE_BELOW
+        heading = f"Most likely{photos}" if reliable else f"My best guesses{photos} - not reliable"
+        first.append(f"**{heading}:**\n" + top_guesses(labels, probabilities, catalog))
+    first.extend(notes)
+    if verdict == "unknown" and not abstained and top_class in ("edible", "edible_with_caution"):
+        more.append(f"{display_name(top, catalog)} is listed as {top_class.replace('_', ' ')} when an expert has "
+                    "identified it in person, but I never call a mushroom edible from a photo: its lookalikes "
+                    "can look the same in a picture.")
+    profile = catalog.get(top) if top else None
+    if profile and verdict == top_class and not abstained:
+        more.append(profile.edibility_note)
+    checks = features_to_check(top, catalog) if top else []
+    if checks:
+        more.append("**Check in the field:**\n" + "\n".join(f"• {c}" for c in checks))
+    dangers = dangerous_lookalikes(top, catalog) if top else []
+    if dangers:
+        more.append("**Deadly or poisonous lookalikes:**\n" + "\n".join(f"• {d}" for d in dangers))
+    if shown == "unknown" or abstained:
+        more.append(PHOTO_TIPS)
+    more.append(DISCLAIMER)
+    first.append(SHORT_DISCLAIMER)
+    return "\n\n".join(first), "\n\n".join(more)
 
 
 def lookalikes_text(label: str, catalog: Catalog) -> str:
@@ -242,11 +255,15 @@ def help_text(is_admin: bool) -> str:
         "",
         "Send a photo (or several photos of the same mushroom together: cap, gills, whole stem base).",
         "Then ask follow-ups like \"is it poisonous?\", \"lookalikes?\" or \"what about the first one?\".",
+        "Someone ate a wild mushroom? Tell me at once: first aid comes first.",
+        "I understand English, Deutsch, français, español, italiano and Nederlands.",
         "",
         "/identify - identify the photo(s) you send with it or next",
         "/ask <question> - ask about a species or your last photo",
         "/lookalikes - dangerous lookalikes of your last photo's species",
         "/sources - where my information comes from",
+        "/more - the rest of my last answer",
+        "/new - start a new conversation (forget the photos and questions so far)",
         "/about - the model, the data and my limits",
         "/help - this message",
     ]
@@ -288,4 +305,8 @@ KNOWLEDGE_UNAVAILABLE = (
 MODEL_UNAVAILABLE = (
     "Photo identification isn't available right now (the model could not be loaded). "
     "Treat any unidentified mushroom as poisonous."
+)
+NEW_CONVERSATION = (
+    "New conversation: I've forgotten the photos and questions of this chat. Send a photo of a mushroom "
+    "or ask me about one."
 )

@@ -29,6 +29,8 @@ DANGEROUS: frozenset[str] = frozenset({"deadly", "poisonous"})
 AVOID: frozenset[str] = frozenset({"deadly", "poisonous", "inedible", "edible_with_caution", "unknown"})
 # Severity order, most dangerous first; used when several verdicts compete.
 SEVERITY = {v: i for i, v in enumerate(("deadly", "poisonous", "unknown", "inedible", "edible_with_caution", "edible"))}
+# Languages the bot understands and answers in (ISO 639-1). English names live in common_names.
+LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "it", "nl")
 
 
 class Lookalike(BaseModel):
@@ -66,7 +68,9 @@ class SpeciesProfile(BaseModel):
     authority: str | None = None
     family: str | None = None
     synonyms: list[str] = Field(default_factory=list)  # older names, incl. 19th-century guide names
-    common_names: list[str] = Field(default_factory=list)
+    common_names: list[str] = Field(default_factory=list)  # English, the usual one first
+    # Common names in other languages, the usual one first: {"de": ["Grüner Knollenblätterpilz"], ...}
+    common_names_by_language: dict[str, list[str]] = Field(default_factory=dict)
     edibility: Edibility
     edibility_note: str  # one or two sentences: why this class; caveats
     historical_note: str | None = None  # where old guides disagree with the current fact
@@ -88,6 +92,22 @@ class SpeciesProfile(BaseModel):
         if not re.fullmatch(r"[a-z]+_[a-z0-9_]+", v):
             raise ValueError(f"label must be genus_species in lower case, got {v!r}")
         return v
+
+    @field_validator("common_names_by_language")
+    @classmethod
+    def _known_languages(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for lang, names in v.items():
+            if lang not in LANGUAGES or lang == "en":
+                raise ValueError(f"common_names_by_language: {lang!r} is not one of {LANGUAGES[1:]} "
+                                 "(English names go in common_names)")
+            if not names or any(not isinstance(n, str) or not n.strip() for n in names):
+                raise ValueError(f"common_names_by_language[{lang!r}] must be a non-empty list of names")
+        return v
+
+    def common_name(self, lang: str = "en") -> str | None:
+        """The usual common name in a language (English when the catalog has none in it)."""
+        names = self.common_names_by_language.get(lang) or self.common_names
+        return names[0] if names else None
 
     @property
     def genus(self) -> str:
@@ -120,6 +140,7 @@ class Catalog:
             lambda label, p: [p.scientific_name],
             lambda label, p: p.synonyms,
             lambda label, p: p.common_names,
+            lambda label, p: [n for names in p.common_names_by_language.values() for n in names],
         ]
         for names_of in passes:
             for label, p in self.profiles.items():

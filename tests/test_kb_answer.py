@@ -34,7 +34,11 @@ def test_answer_contract(answerer, catalog):
     answer = answerer.ask("Is the death cap poisonous?")
     assert isinstance(answer, Answer)
     d = answer.to_dict()
-    assert set(d) == {"answer", "species", "verdict", "citations", "abstained"}
+    # The original fields stay; the new ones are added.
+    assert {"answer", "species", "verdict", "citations", "abstained"} <= set(d)
+    assert set(d) - {"answer", "species", "verdict", "citations", "abstained"} == {
+        "more", "language", "topic", "candidates", "first_aid"}
+    assert len(d["answer"]) <= 500 and d["language"] == "en"
     assert d["species"] == "amanita_phalloides"
     assert d["verdict"] == catalog.edibility("amanita_phalloides")
     assert d["abstained"] is False
@@ -57,13 +61,15 @@ def test_every_dangerous_answer_carries_first_aid(answerer, catalog, label, ques
     assert catalog.edibility(label) in DANGEROUS
     answer = answerer.ask(question, species=label)
     assert answer.verdict == catalog.edibility(label)
-    assert has_first_aid(answer.answer), answer.answer
+    assert has_first_aid(answer.full_text), answer.full_text
+    # The first reply already says what to do if someone ate it.
+    assert "poison centre" in answer.answer and len(answer.answer) <= 500
 
 
 def test_deadly_answer_names_the_verdict_and_toxins(answerer):
-    text = answerer.ask("What are the symptoms of death cap poisoning?").answer
-    assert "DEADLY" in text and "amatoxin" in text and "liver" in text
-    assert has_first_aid(text)
+    answer = answerer.ask("What are the symptoms of death cap poisoning?")
+    assert "DEADLY" in answer.answer and "liver" in answer.answer
+    assert "amatoxin" in answer.full_text and has_first_aid(answer.full_text)
 
 
 @pytest.mark.parametrize("label", ["boletus_edulis", "coprinellus_micaceus", "amanita_vaginata"])
@@ -71,11 +77,11 @@ def test_deadly_answer_names_the_verdict_and_toxins(answerer):
                                       "What does it look like?", "Tell me about it"])
 def test_edible_species_never_get_permission(answerer, catalog, label, question):
     answer = answerer.ask(question, species=label)
-    assert not gives_permission_to_eat(answer.answer), answer.answer
-    assert "identified with certainty by an expert in person" in answer.answer
+    assert not gives_permission_to_eat(answer.full_text), answer.full_text
+    assert "identified with certainty by an expert in person" in answer.full_text
     deadly_lookalikes = [lk for lk in catalog.get(label).lookalikes if lk.edibility in DANGEROUS]
     for lk in deadly_lookalikes:  # the dangerous lookalikes are named
-        assert catalog.get(lk.species).scientific_name in answer.answer
+        assert catalog.get(lk.species).scientific_name in answer.full_text
 
 
 @pytest.mark.parametrize("question", [
@@ -86,8 +92,8 @@ def test_edible_species_never_get_permission(answerer, catalog, label, question)
 def test_injection_in_question_changes_nothing(answerer, question):
     answer = answerer.ask(question)
     assert answer.verdict == "deadly"
-    assert not gives_permission_to_eat(answer.answer)
-    assert has_first_aid(answer.answer)
+    assert not gives_permission_to_eat(answer.full_text)
+    assert has_first_aid(answer.full_text)
 
 
 def test_injection_in_documents_never_reaches_answer_or_citations(answerer):
@@ -105,12 +111,14 @@ def test_injection_in_documents_never_reaches_answer_or_citations(answerer):
 def test_old_guide_contradiction_is_flagged(answerer, catalog, question, label):
     answer = answerer.ask(question)
     assert answer.species == label and answer.verdict == catalog.edibility(label)
-    assert "outdated" in answer.answer
-    assert not gives_permission_to_eat(answer.answer)
+    assert "outdated" in answer.full_text
+    assert not gives_permission_to_eat(answer.full_text)
 
 
 def test_no_contradiction_note_when_guides_agree(answerer):
-    assert "outdated" not in answerer.ask("Is the fly agaric poisonous?").answer
+    assert "outdated" not in answerer.ask("Is the fly agaric poisonous?").full_text
+    # No guide heads the death cap "Edible", so no warning, however often "edible" appears near it.
+    assert "outdated" not in answerer.ask("Is the death cap edible?").full_text
 
 
 def test_question_without_species_asks_which_mushroom(answerer):
@@ -121,8 +129,8 @@ def test_question_without_species_asks_which_mushroom(answerer):
 
 def test_first_aid_without_species_still_gives_first_aid(answerer):
     answer = answerer.ask("My son ate a mushroom from the garden, what do we do?")
-    assert has_first_aid(answer.answer)
-    assert "possibly deadly" in answer.answer
+    assert answer.first_aid and answer.answer.startswith("⚠️ Possible poisoning: call a poison centre")
+    assert "Keep the mushroom" in answer.answer[:300] and "false recovery" in answer.answer
 
 
 def test_unknown_species_is_possibly_deadly(answerer):
@@ -152,15 +160,15 @@ def test_general_question_answered_from_guides_or_weak_evidence_abstains(answere
     assert not good.abstained and good.citations
     assert "spore" in good.citations[0].excerpt.lower()
     weak = answerer.ask("What is the genome size of mycorrhizal fungi in Antarctica?")
-    assert weak.abstained and "reliable information" in weak.answer
+    assert weak.abstained and "reliable information" in weak.full_text
 
 
 def test_lookalike_question_uses_how_to_tell(answerer, catalog):
     answer = answerer.ask("How do I tell it from the death cap?", species="amanita_vaginata")
     how = next(lk.how_to_tell for lk in catalog.get("amanita_vaginata").lookalikes
                if lk.species == "amanita_phalloides")
-    assert how in answer.answer
-    assert "DEADLY" in answer.answer
+    assert how in answer.full_text
+    assert "DEADLY" in answer.full_text
 
 
 def test_typo_is_answered_and_the_reading_is_shown(answerer):
@@ -171,8 +179,11 @@ def test_typo_is_answered_and_the_reading_is_shown(answerer):
 
 def test_catalog_only_answerer_still_answers(catalog):
     answer = Answerer(None, catalog).ask("Is the fly agaric poisonous?")
-    assert answer.verdict == "poisonous" and has_first_aid(answer.answer)
-    assert answer.citations[0].source.endswith("amanita_muscaria.yaml")
+    assert answer.verdict == "poisonous" and has_first_aid(answer.full_text)
+    # The catalog citation names the field the answer used.
+    assert answer.citations[0].source == "knowledge_base/catalog/amanita_muscaria.yaml#edibility_note"
+    symptoms = Answerer(None, catalog).ask("fly agaric symptoms?")
+    assert symptoms.citations[0].source.endswith("amanita_muscaria.yaml#symptoms")
 
 
 @pytest.mark.parametrize("text, expected", [

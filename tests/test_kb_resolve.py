@@ -4,6 +4,9 @@ import pytest
 from kb_support import make_catalog
 
 from knowledge_base.resolve import (
+    ALCOHOL,
+    CAN_EAT,
+    COOKING,
     FEATURES,
     FIRST_AID,
     GENERAL,
@@ -11,6 +14,7 @@ from knowledge_base.resolve import (
     LOOKALIKES,
     SYMPTOMS,
     TOXICITY,
+    TREATMENT,
     SpeciesResolver,
 )
 
@@ -69,8 +73,14 @@ def test_unknown_latin_name_is_reported(resolver):
 
 @pytest.mark.parametrize("question, intent", [
     ("Is the death cap poisonous?", TOXICITY),
-    ("can I eat a porcini", TOXICITY),
-    ("Is the grisette safe?", TOXICITY),
+    ("can I eat a porcini", CAN_EAT),
+    ("Is the grisette safe?", CAN_EAT),
+    ("is it posionous", TOXICITY),                     # a misspelt keyword
+    ("kann man den Steinpilz roh essen?", COOKING),    # raw vs cooked, in German
+    ("is there an antidote for amanita poisoning", TREATMENT),
+    ("fly agaric with beer?", ALCOHOL),
+    ("ate wild mushrooms 30 min ago now sweating and drooling", FIRST_AID),  # no "I"
+    ("mi perro comió una seta, qué hago?", FIRST_AID),
     ("What does the fly agaric look like?", FEATURES),
     ("How to identify Amanita phalloides", FEATURES),
     ("What are the lookalikes of the death cap?", LOOKALIKES),
@@ -127,3 +137,75 @@ def test_species_from_the_caller_does_not_make_an_off_topic_question_on_topic():
     for question in ("is it poisonous?", "lookalikes?", "tell me more", "where does it grow?", "symptoms?"):
         res = resolver.resolve(question, species="boletus_edulis")
         assert res.on_topic and res.species == "boletus_edulis", question
+
+
+@pytest.fixture(scope="module")
+def full_resolver():
+    from knowledge_base.catalog import default_catalog
+
+    return SpeciesResolver(default_catalog())
+
+
+@pytest.mark.parametrize("question, label", [
+    ("is the false death cap poisonous?", "amanita_citrina"),     # "false X" is its own species...
+    ("false chanterelle edible?", "hygrophoropsis_aurantiaca"),
+    ("are false morels dangerous", "gyromitra_esculenta"),
+    ("is the panther poisonous", "amanita_pantherina"),           # a head word
+    ("deth cap symptoms", "amanita_phalloides"),                   # misspelt
+    ("sulfer tuft poisonus", "hypholoma_fasciculare"),            # one word right, one phonetic
+    ("boletus edilus ok raw?", "boletus_edulis"),
+    ("pennybun edible", "boletus_edulis"),                          # written together
+    ("ist der Grüne Knollenblätterpilz tödlich", "amanita_phalloides"),  # German name
+    ("come riconosco i finferli", "cantharellus_cibarius"),        # Italian plural
+    ("kun je cantharellen eten", "cantharellus_cibarius"),          # Dutch plural
+    ("satansröhrling essbar oder nicht", ("rubroboletus_satanas", "boletus_satanas")),  # a compound
+])
+def test_names_as_people_write_them(full_resolver, question, label):
+    res = full_resolver.resolve(question)
+    assert res.species in (label if isinstance(label, tuple) else (label,)), (question, res.mentions)
+
+
+def test_false_x_is_never_read_as_x(full_resolver):
+    res = full_resolver.resolve("is the false pumpkin cap edible")
+    assert res.species is None
+
+
+@pytest.mark.parametrize("question, genus", [
+    ("are inocybes poisonous", "inocybe"), ("webcaps dangerous?", "cortinarius"),
+    ("sind risspilze giftig", "inocybe"), ("le russule si mangiano?", "russula"), ("morrels ok to eat", "morchella"),
+])
+def test_genera_are_groups(full_resolver, question, genus):
+    res = full_resolver.resolve(question)
+    assert (res.genus, res.species) == (genus, None)
+
+
+@pytest.mark.parametrize("question, toxin", [
+    ("what is orellanine", "orellanine"), ("is there an antidote for amanita poisoning", "amatoxin"),
+    ("amatoxin symptoms", "amatoxin"), ("la giromitrina si elimina con la cottura?", "gyromitrin"),
+])
+def test_toxins_are_topics_not_species(full_resolver, question, toxin):
+    res = full_resolver.resolve(question)
+    assert res.toxin is not None and res.toxin.key == toxin
+    assert res.species is None and res.unknown_names == []  # "Amanita poisoning" is no binomial
+
+
+@pytest.mark.parametrize("question", ["Is the Amanita poisoning serious?", "Boletus mushrooms edible?",
+                                      "lactarius milk caps edible?"])
+def test_ordinary_words_are_never_latin_names(full_resolver, question):
+    assert full_resolver.resolve(question).unknown_names == []
+
+
+@pytest.mark.parametrize("question, lang", [
+    ("is it poisonous", "en"), ("symptoms?", "en"), ("so its safe then?", "en"), ("panter cap poisenous", "en"),
+    ("kann ich den essen", "de"), ("Steinpilz essbar?", "de"), ("j'ai mangé des champignons et je vomis", "fr"),
+    ("mi perro comió una seta, qué hago?", "es"), ("ho mangiato funghi", "it"), ("ik heb paddenstoelen gegeten", "nl"),
+    ("parasol vs false parasol difference", "en"), ("who won the champions league final", "en"),
+])
+def test_language_of_a_message(full_resolver, question, lang):
+    assert full_resolver.resolve(question).language == lang
+
+
+@pytest.mark.parametrize("question", ["what about for dogs", "and for children?", "e i bambini?"])
+def test_short_follow_ups_stay_on_the_subject(full_resolver, question):
+    res = full_resolver.resolve(question, species="amanita_muscaria")
+    assert res.on_topic and res.species == "amanita_muscaria"

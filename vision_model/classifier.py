@@ -28,7 +28,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,10 @@ ONNX_OPSET = 17
 # Bump when the export recipe changes, so old cached graphs are not reused.
 EXPORT_RECIPE = "dinov2-logits-batch1-v2"
 TOP_K = 5
+# Dangerous candidates named with a result: the most probable few, above a floor that keeps
+# noise out (a 0.1 % share is not a candidate anyone should be told about).
+DANGEROUS_SHOWN = 3
+DANGEROUS_MIN_PROBABILITY = 0.005
 DEFAULT_BATCH_SIZE = 16
 
 ImageInput = Image.Image | bytes | str | os.PathLike
@@ -68,6 +72,9 @@ class Identification:
     danger_probability: float  # summed calibrated probability of dangerous (or uncatalogued) species
     model_version: str
     n_images: int = 1  # photos combined into this result
+    # The deadly and poisonous species among the candidates, most probable first (at most
+    # DANGEROUS_SHOWN): the species behind a dangerous or unknown verdict, named to the user.
+    dangerous: list[Prediction] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -83,6 +90,7 @@ class Identification:
             "abstained": self.abstained,
             "danger_probability": round(self.danger_probability, 6),
             "model_version": self.model_version,
+            "dangerous": [{"label": p.label, "probability": round(p.probability, 6)} for p in self.dangerous],
         }
 
 
@@ -521,8 +529,13 @@ class Classifier:
     def _identification(self, probs: np.ndarray, energy: float, n_images: int) -> Identification:
         result = decide(probs, self.labels, self._edibility, self.safety, energy=energy)
         k = min(TOP_K, len(self.labels))
-        top = np.argsort(-probs, kind="stable")[:k]
+        order = np.argsort(-probs, kind="stable")
+        top = order[:k]
+        dangerous = [Prediction(self.labels[i], float(probs[i])) for i in order
+                     if self._edibility(self.labels[i]) in ("deadly", "poisonous")
+                     and probs[i] >= DANGEROUS_MIN_PROBABILITY][:DANGEROUS_SHOWN]
         return Identification(
+            dangerous=dangerous,
             top_k=[Prediction(self.labels[i], float(probs[i])) for i in top],
             verdict=result.verdict,
             abstained=result.abstained,
