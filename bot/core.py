@@ -453,8 +453,7 @@ class BotCore:
         citations = [
             {"source": c.source, "title": c.title, "excerpt": (c.excerpt or "")[:300]} for c in answer.citations
         ]
-        parts = [header] if header else []
-        parts.append(answer.answer.strip() or "I don't have an answer to that.")
+        parts = [" ".join(x for x in (header, answer.answer.strip() or "I don't have an answer to that.") if x)]
         if not answer.first_aid and answer.topic != "off_topic":
             parts.append(say.SHORT_DISCLAIMER)
         return "\n\n".join(parts), citations

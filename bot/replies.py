@@ -165,10 +165,10 @@ def identification_text(
     top_class = catalog.edibility(top) if top else "unknown"
     shown = "unknown" if abstained or not labels else verdict
     if abstained or not labels:
-        first.append(f"{NOT_RELIABLE} Do not eat it.")
+        first.append(f"{verdict_line('unknown')}. I can't identify this reliably. Do not eat it.")
     else:
-        first.append(f"{verdict_line(verdict)}. " + ("Do not eat it." if verdict != "edible" else
-                                                     "Never eat it on the word of an app."))
+        action = {"deadly": " Do not eat it.", "unknown": " Do not eat it."}.get(verdict, "")
+        first.append(f"{verdict_line(verdict)}.{action}")
     # The dangerous species behind the verdict, named: the model's dangerous candidates, or (when it
     # named none) the top guess's dangerous lookalikes from the catalog.
     named = [(lab, p) for lab, p in dangerous if lab != top or top_class not in DANGEROUS]

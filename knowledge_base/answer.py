@@ -394,11 +394,11 @@ class Answerer:
     # --- photos ----------------------------------------------------------------------------------
     def _photo_agrees(self, photo: PhotoContext) -> bool:
         """True when the photo's verdict is simply its top guess's own class (a confident poisonous
-        fly agaric, an inedible bracket): then the species answer tells the same story."""
-        if photo.abstained or not photo.top:
+        fly agaric, an inedible bracket): then the species answer tells the same story. A verdict that
+        differs (dangerous mass, "unknown") is the photo's own story, told by _photo_answer."""
+        if photo.abstained or not photo.top or photo.top not in self.catalog:
             return False
-        top_class = self.catalog.edibility(photo.top)
-        return photo.verdict == top_class and top_class in DANGEROUS | {"inedible"}
+        return photo.verdict == self.catalog.edibility(photo.top)
 
     def _photo_candidates(self, photo: PhotoContext, limit: int = 3) -> list[str]:
         """The dangerous species behind a photo's verdict: the model's dangerous candidates, most
@@ -409,7 +409,7 @@ class Answerer:
         # Deadly before poisonous, then by probability: the worst possibility is named first.
         ranked.sort(key=lambda x: (SEVERITY[self.catalog.edibility(x[0])], -x[1]))
         found = [lab for lab, _ in ranked if self.catalog.edibility(lab) in DANGEROUS]
-        if len(found) < 2 and photo.top:
+        if len(found) < 2 and photo.top and self.catalog.edibility(photo.top) not in DANGEROUS:
             profile = self.catalog.get(photo.top)
             lookalikes = sorted((lk for lk in (profile.lookalikes if profile else []) if lk.edibility in DANGEROUS),
                                 key=lambda lk: SEVERITY[lk.edibility])
@@ -422,6 +422,8 @@ class Answerer:
         candidates = self._photo_candidates(photo)
         verdict_words = phrases.VERDICT.get(lang, phrases.VERDICT["en"])
         photo_line = say(phrases.PHOTO_VERDICT, lang, verdict=verdict_words.get(verdict, verdict_words["unknown"]))
+        if photo.abstained:
+            photo_line += " " + say(phrases.NOT_RELIABLE, lang)
         could_be = say(phrases.COULD_BE, lang, candidates=self._name_list(candidates, lang)) if candidates else ""
         looks = say(phrases.LOOKS_LIKE, lang, name=self._local_name(photo.top, lang)) if photo.top else ""
         direct = {"deadly": "yes_deadly", "poisonous": "yes"}.get(verdict, "maybe")
@@ -577,6 +579,13 @@ class Answerer:
         elif intent == TOXICITY and lang != "en":
             key = "yes_deadly" if p.edibility == "deadly" else "yes" if dangerous else "not_listed"
             lead.insert(0, phrases.IS_POISONOUS.get(lang, phrases.IS_POISONOUS["en"])[key])
+        if intent == LOOKALIKES and p.lookalikes and not others:
+            # The names first (deadly first); how to tell each apart follows behind "More".
+            ordered = sorted(p.lookalikes, key=lambda lk: SEVERITY.get(lk.edibility, 99))
+            lead.append("Lookalikes: " + ", ".join(
+                f"{self._name_of(lk.species)} ({lk.edibility.replace('_', ' ')})" for lk in ordered) + ".")
+        elif intent == SYMPTOMS and p.onset:
+            lead.append(f"Onset: {p.onset}.")
         if dangerous and intent != FIRST_AID_INTENT:
             lead.append(say(phrases.IF_EATEN, lang))
         caution = "" if dangerous else self._edible_caveat(p, with_lookalikes=intent not in (LOOKALIKES, FEATURES))

@@ -120,6 +120,11 @@ IS_POISONOUS = {
 }
 PHOTO_VERDICT = {"en": "Your photo: {verdict}.", "de": "Ihr Foto: {verdict}.", "fr": "Votre photo : {verdict}.",
                  "es": "Su foto: {verdict}.", "it": "La sua foto: {verdict}.", "nl": "Uw foto: {verdict}."}
+NOT_RELIABLE = {
+    "en": "I couldn't identify it reliably.", "de": "Ich konnte ihn nicht sicher bestimmen.",
+    "fr": "Je n'ai pas pu l'identifier de façon fiable.", "es": "No pude identificarla con fiabilidad.",
+    "it": "Non sono riuscito a identificarlo in modo affidabile.", "nl": "Ik kon hem niet betrouwbaar herkennen.",
+}
 COULD_BE = {
     "en": "It could be {candidates}.", "de": "Es könnte {candidates} sein.", "fr": "Ce pourrait être {candidates}.",
     "es": "Podría ser {candidates}.", "it": "Potrebbe essere {candidates}.", "nl": "Het kan {candidates} zijn.",

@@ -49,6 +49,9 @@ def test_console_session_with_piped_stdin(tmp_path, deadly_model):
     script = "\n".join([
         f'/identify {cap} "{gills}"',
         "is it poisonous?",
+        "/more",
+        "i ate some an hour ago and feel sick",
+        "kann ich den essen?",
         "/lookalikes",
         f"/identify {tmp_path / 'notes.txt'}",
         f"/identify {tmp_path / 'missing.jpg'}",
@@ -63,8 +66,13 @@ def test_console_session_with_piped_stdin(tmp_path, deadly_model):
     out = result.stdout
     assert result.returncode == 0, result.stderr
     assert "2 photos, one observation" in out and "DEADLY - can kill" in out
-    assert "[buttons: Is it poisonous? | Lookalikes | Sources]" in out
-    assert "About your last photo" in out  # the follow-up resolved to the photo
+    assert "[buttons: More | Is it poisonous? | Lookalikes | Sources]" in out
+    # The follow-up resolved to the photo; /more gave the rest of that answer.
+    assert "Amanita phalloides (death cap) is DEADLY poisonous" in out and "Sources:\n• Species catalog" in out
+    # A poisoning after the photo: first aid first, then the species' facts.
+    poisoning = out[out.index("⚠️ Possible poisoning"):]
+    assert poisoning.index("call a poison centre") < 100 and "Amanita phalloides" in poisoning[:600]
+    assert "Nein - nicht essen." in out  # the same photo, asked in German
     assert "Lookalikes of Amanita phalloides" in out
     assert "doesn't look like a photo" in out
     assert "couldn't find the photo" in out and "missing.jpg" in out
@@ -75,7 +83,11 @@ def test_console_session_with_piped_stdin(tmp_path, deadly_model):
     assert "About this bot" not in out  # stopped at /quit
 
 
-    # A second run over the same database remembers the photo (memory survives restarts).
-    again = run_console(tmp_path, deadly_model, "what about the first one?\n", "--no-build-index")
-    assert again.returncode == 0, again.stderr
-    assert "Amanita phalloides" in again.stdout.split("\n")[0]
+    # A second run starts a new conversation (the same local user); --continue goes on with the
+    # last one, whose photo is remembered across the restart.
+    fresh = run_console(tmp_path, deadly_model, "what about the first one?\n", "--no-build-index", "--continue")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "Amanita phalloides" in fresh.stdout.split("\n")[0]
+    new = run_console(tmp_path, deadly_model, "what about the first one?\n", "--no-build-index")
+    assert new.returncode == 0, new.stderr
+    assert "haven't seen a photo" in new.stdout

@@ -132,7 +132,7 @@ async def test_mention_with_an_attachment_is_identified(discord_bot):
     assert url.endswith(f"/channels/{CHANNEL}/messages")
     assert str(payload["message_reference"]["message_id"]) == "42"  # a reply to the user's message
     labels = [c["label"] for row in payload["components"] for c in row["components"]]
-    assert labels == ["Is it poisonous?", "Lookalikes", "Sources"]
+    assert labels == ["More", "Is it poisonous?", "Lookalikes", "Sources"]
 
 
 async def test_messages_without_a_mention_are_ignored_and_files_refused(discord_bot):
@@ -163,8 +163,27 @@ async def test_button_press_reaches_the_core(discord_bot):
     state.parse_message_create(guild_message("<@123>", [attachment(fake, "a.jpg", jpeg())]))
     await settle(fake, 1)
     _, _, payload = next(c for c in fake.calls if c[2].get("components"))
-    button = payload["components"][0]["components"][1]  # "Lookalikes"
+    button = next(c for c in payload["components"][0]["components"] if c["label"] == "Lookalikes")
     message = fake.message(payload)
     state.parse_interaction_create(interaction(3, {"custom_id": button["custom_id"], "component_type": 2}, message))
     texts = await settle(fake, 2)
     assert "Lookalikes of Amanita phalloides" in texts[-1]
+
+
+async def test_a_poisoning_by_mention_gets_first_aid_first(discord_bot):
+    door, fake, state = discord_bot
+    state.parse_message_create(guild_message("<@123> mi hijo se comió una seta del jardín, qué hago?"))
+    [reply] = await settle(fake, 1)
+    assert reply.startswith("⚠️ Posible intoxicación: llame YA al 112")
+
+
+async def test_more_button_gives_the_rest_of_the_answer(discord_bot):
+    door, fake, state = discord_bot
+    state.parse_message_create(guild_message("<@123>", [attachment(fake, "a.jpg", jpeg())]))
+    await settle(fake, 1)
+    _, _, payload = next(c for c in fake.calls if c[2].get("components"))
+    button = next(c for c in payload["components"][0]["components"] if c["label"] == "More")
+    state.parse_interaction_create(interaction(3, {"custom_id": button["custom_id"], "component_type": 2},
+                                               fake.message(payload)))
+    texts = await settle(fake, 2)
+    assert "Check in the field" in texts[-1] and "volva" in texts[-1].lower()

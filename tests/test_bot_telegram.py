@@ -120,17 +120,23 @@ async def test_photo_then_follow_up_question_then_button(telegram):
     assert "Amanita phalloides" in reply["text"] and "<b>DEADLY - can kill</b>" in reply["text"]
     assert reply["parse_mode"] == "HTML"
     buttons = reply["reply_markup"]["inline_keyboard"][0]
-    assert [b["text"] for b in buttons] == ["Is it poisonous?", "Lookalikes", "Sources"]
+    assert [b["text"] for b in buttons] == ["More", "Is it poisonous?", "Lookalikes", "Sources"]
     assert {"chat_id": USER, "action": "upload_photo"}.items() <= fake.sent("sendChatAction")[0].items()
 
     await send(text="is it poisonous?")
-    answer = fake.sent()[-1]["text"]
-    assert answer.startswith("About your last photo") and "Amanita phalloides" in answer
-    assert "Sources:" in answer and "Species catalog" in answer
+    answer = fake.sent()[-1]
+    assert answer["text"].startswith("Amanita phalloides (death cap) is DEADLY poisonous")  # about the photo
+    more = next(b["callback_data"] for b in answer["reply_markup"]["inline_keyboard"][0] if b["text"] == "More")
+    await send(callback=more)
+    assert "Sources:" in fake.sent()[-1]["text"] and "Species catalog" in fake.sent()[-1]["text"]
+
+    # A poisoning in any wording, any language: first aid before anything else.
+    await send(text="mein Hund hat davon gefressen")
+    assert fake.sent()[-1]["text"].startswith("⚠️ Ihr Tier könnte vergiftet sein: JETZT den Tierarzt")
 
     lookalikes = next(b["callback_data"] for b in buttons if b["text"] == "Lookalikes")
     await send(callback=lookalikes)
-    assert len(fake.sent("answerCallbackQuery")) == 1
+    assert len(fake.sent("answerCallbackQuery")) == 2  # every button press is acknowledged
     assert "Lookalikes of Amanita phalloides" in fake.sent()[-1]["text"]
 
 

@@ -221,7 +221,8 @@ def test_bad_photo_raises_image_error(classifier):
 def test_to_dict_shape(classifier):
     result = classifier.identify([PHOTOS[0]])
     data = result.to_dict("cap.jpg")
-    assert set(data) == {"image", "top_k", "verdict", "abstained", "danger_probability", "model_version"}
+    assert set(data) == {"image", "top_k", "verdict", "abstained", "danger_probability", "model_version",
+                         "dangerous"}
     assert data["image"] == "cap.jpg" and data["model_version"] == "tiny-test"
     assert all(set(p) == {"label", "probability"} for p in data["top_k"])
     assert json.loads(json.dumps(data)) == data

@@ -47,11 +47,19 @@ def test_release_safety_was_tuned_with_zero_dangerous_errors_and_card_states_the
 def test_real_photo_split_is_deterministic_and_keeps_every_label(shared_data):
     from vision_model.data import scan_image_folder, split_samples
 
+    from knowledge_base.catalog import default_catalog
+
     folder = scan_image_folder(shared_data / "images", min_photos=2, verify=False)
-    assert folder.labels == sorted(LABELS_GE2)
+    # The pool grew and six duplicate folders were merged under current names (shared/README.md,
+    # 2026-12-03) after the release was trained: every species of the pool is one the release knows,
+    # under its label or under the older label of the same species (same accepted Latin name).
+    catalog = default_catalog()
+    released_species = {catalog.get(label).scientific_name for label in LABELS_GE2}
+    assert all(label in LABELS_GE2 or catalog.get(label).scientific_name in released_species
+               for label in folder.labels)
     a, b = split_samples(folder.samples, seed=0), split_samples(folder.samples, seed=0)
     assert [s.path for s in a.test] == [s.path for s in b.test]
-    assert {s.label for s in a.train} == set(LABELS_GE2)  # every species has a training photo
+    assert {s.label for s in a.train} == set(folder.labels)  # every species has a training photo
 
 
 @needs_release
