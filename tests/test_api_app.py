@@ -110,6 +110,28 @@ def test_ask_about_a_given_species(client, answerer):
     assert response.json()["verdict"] != "edible"
 
 
+def test_ask_about_an_identification_follows_its_verdict(client, answerer):
+    """The same story as the chat front doors: the photo's verdict and its dangerous candidates."""
+    photo = {"top": "amanita_vaginata", "probability": 0.86, "verdict": "unknown", "abstained": False,
+             "dangerous": [["amanita_phalloides", 0.02], ["amanita_virosa", 0.01]]}
+    response = client.post("/v1/ask", json={"question": "can I eat it?", "photo": photo})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["answer"].startswith("No - do not eat it.") and body["topic"] == "photo"
+    assert "Amanita phalloides" in body["answer"][:400] and body["candidates"][:2] == [
+        "amanita_phalloides", "amanita_virosa"]
+    assert body["more"] and len(body["answer"]) <= 500
+
+
+def test_ask_a_poisoning_leads_with_first_aid_and_carries_on(client):
+    body = client.post("/v1/ask", json={"question": "ik heb een paddenstoel gegeten en ben misselijk"}).json()
+    assert body["first_aid"] and body["language"] == "nl"
+    assert body["answer"].startswith("⚠️ Mogelijke vergiftiging: bel NU 112")
+    follow = client.post("/v1/ask", json={"question": "symptoms?", "species": "galerina_marginata",
+                                          "poisoning": True}).json()
+    assert follow["first_aid"] and "Galerina marginata" in follow["answer"]
+
+
 @pytest.mark.parametrize("question", ["", "   \n\t"])
 def test_empty_question_is_422(client, question):
     response = client.post("/v1/ask", json={"question": question})
