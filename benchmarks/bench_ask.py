@@ -29,6 +29,15 @@ class BenchArgs:
     out: Path = ROOT / "benchmarks" / "results" / "ask.json"
 
 
+def cpu_info() -> dict:
+    """CPU model and the vector extensions that change ratios several-fold between machines."""
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+    return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "amx": "amx_tile" in flags}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -46,9 +55,11 @@ def main(args: BenchArgs) -> dict:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    import yaml
+
     from bot.settings import get_settings
     from knowledge_base.answer import Answerer
-    from knowledge_base.evaluate import load_questions
+    from knowledge_base.evaluate import USER_QUESTIONS_FILE, load_questions
 
     settings = get_settings()
     started = time.perf_counter()
@@ -59,7 +70,9 @@ def main(args: BenchArgs) -> dict:
         print("no serving index: run `python -m ingest run` first (benchmark needs the real index)", file=sys.stderr)
         return {}
     store = retriever.store
-    questions = [q["q"] for q in load_questions()]
+    # The well-formed set and the user-phrased one (typos, six languages, poisonings, follow-ups' last lines).
+    user = yaml.safe_load(USER_QUESTIONS_FILE.read_text(encoding="utf-8"))
+    questions = [q["q"] for q in load_questions()] + [(item.get("dialogue") or [item.get("q")])[-1] for item in user]
     # Warm-up: model load, Chroma caches.
     answerer.ask(questions[0])
     store.similarity_search(questions[0], k=5)
@@ -89,7 +102,7 @@ def main(args: BenchArgs) -> dict:
             "ratio_p50": round(statistics.median(ask_r) / statistics.median(raw_r), 2),
             "ratio_p95": round(percentile(ask_r, 0.95) / percentile(raw_r, 0.95), 2),
         } if ask_r else None,
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+        "machine": {"python": platform.python_version(), "cpu": cpu_info()},
         "args": {k: str(v) for k, v in asdict(args).items()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

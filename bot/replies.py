@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from knowledge_base.answer import PhotoContext, candidates_sentence, photo_candidates
 from knowledge_base.catalog import DANGEROUS, SEVERITY, Catalog
 
 DISCLAIMER = (
@@ -131,17 +132,6 @@ def dangerous_lookalikes(label: str, catalog: Catalog) -> list[str]:
     ]
 
 
-def candidates_line(dangerous: Sequence[tuple[str, float]], catalog: Catalog) -> str:
-    """'Amanita phalloides (death cap, DEADLY, 2%) or Amanita virosa (destroying angel, DEADLY, 1%)'."""
-    items = []
-    for label, p in dangerous:
-        profile = catalog.get(label)
-        common = f"{profile.common_names[0]}, " if profile and profile.common_names else ""
-        name = profile.scientific_name if profile else label.replace("_", " ").capitalize()
-        items.append(f"{name} ({common}{catalog.edibility(label).upper()}, {percent(p)})")
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
-
-
 def identification_text(
     labels: Sequence[str],
     probabilities: Sequence[float],
@@ -169,18 +159,18 @@ def identification_text(
     else:
         action = {"deadly": " Do not eat it.", "unknown": " Do not eat it."}.get(verdict, "")
         first.append(f"{verdict_line(verdict)}.{action}")
-    # The dangerous species behind the verdict, named: the model's dangerous candidates, or (when it
-    # named none) the top guess's dangerous lookalikes from the catalog.
-    named = [(lab, p) for lab, p in dangerous if lab != top or top_class not in DANGEROUS]
-    if shown in DANGEROUS | {"unknown"} and named:
-        first.append(f"It could be {candidates_line(named[:3], catalog)}.")
-    elif shown in DANGEROUS | {"unknown"} and top and top_class not in DANGEROUS:
-        lookalikes = [lk for lk in (catalog.get(top).lookalikes if catalog.get(top) else [])
-                      if lk.edibility in DANGEROUS]
-        lookalikes.sort(key=lambda lk: SEVERITY.get(lk.edibility, 99))
-        if lookalikes:
-            first.append("A photo can't rule out its dangerous lookalikes: " + ", ".join(
-                f"{display_name(lk.species, catalog)} ({lk.edibility.upper()})" for lk in lookalikes[:3]) + ".")
+    # The dangerous species behind the verdict, named: the same list every answer about this photo uses.
+    photo = PhotoContext(top, probabilities[0] if probabilities else 0.0, shown, abstained, list(dangerous))
+    candidates = photo_candidates(photo, catalog) if shown in DANGEROUS | {"unknown"} else []
+    if candidates and candidates != [top]:
+        share = dict(dangerous)
+        names = []
+        for lab in candidates:
+            profile = catalog.get(lab)
+            bits = [profile.common_names[0]] if profile and profile.common_names else []
+            bits += [catalog.edibility(lab).upper()] + ([percent(share[lab])] if lab in share else [])
+            names.append(f"{profile.scientific_name if profile else display_name(lab, catalog)} ({', '.join(bits)})")
+        first.append(candidates_sentence(photo, candidates, " or ".join(names), "en"))
     if labels:
         reliable = not abstained and probabilities[0] >= UNSURE_BELOW
         heading = f"Most likely{photos}" if reliable else f"My best guesses{photos} - not reliable"

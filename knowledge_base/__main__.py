@@ -54,6 +54,8 @@ def _print_answer(answer, as_json: bool) -> None:
     verdict = f" [{answer.verdict}]" if answer.verdict else ""
     species = f"{answer.species}{verdict}: " if answer.species else ""
     print(f"{species}{answer.answer}")
+    if answer.more:
+        print(f"More: {answer.more}")
     for c in answer.citations:
         print(f"  - {c.title} ({c.source}): {c.excerpt}")
     print(flush=True)

@@ -70,8 +70,8 @@ VERDICT_PHRASES = {
     "deadly": "DEADLY poisonous",
     "poisonous": "poisonous",
     "inedible": "not edible (inedible)",
-    "edible_with_caution": "edible only with caution",
-    "edible": "classed as edible",
+    "edible_with_caution": "edible only with caution (experts only, never on a photo)",
+    "edible": "classed as edible (only once an expert has checked it in person)",
     "unknown": "of unknown edibility - treat it as possibly deadly",
 }
 
@@ -99,6 +99,12 @@ _GENERIC_WORDS = frozenset(tokenize("mushroom mushrooms fungus fungi toadstool t
                                     "types species thing things good best tell know explain"))
 _WHICH_ARE_DEADLY = re.compile(r"\b(which|what|list|name)\b.{0,20}\b(mushrooms|species|fungi|ones|toadstools)\b"
                                r".{0,30}\b(deadly|lethal|fatal|kill|most dangerous)", re.I)
+
+
+def edibility_words(edibility: str) -> str:
+    """An edibility class for a list, with its caveat wherever it says "edible"."""
+    return {"edible": "edible, experts only", "edible_with_caution": "edible with caution, experts only"}.get(
+        edibility, edibility.replace("_", " "))
 
 
 def lexical_coverage(question: str, passage: str) -> float:
@@ -167,6 +173,46 @@ class PhotoContext:
     def to_dict(self) -> dict:
         return {"top": self.top, "probability": self.probability, "verdict": self.verdict,
                 "abstained": self.abstained, "dangerous": [[lab, p] for lab, p in self.dangerous]}
+
+
+# A dangerous species the model gives this much probability is a candidate in its own right; below it,
+# one is named only when nothing else points at a danger.
+CANDIDATE_MIN_PROBABILITY = 0.005
+
+
+def photo_candidates(photo: PhotoContext, catalog: Catalog, limit: int = 3) -> list[str]:
+    """The dangerous species behind a photo's verdict, the worst first - the one list that the
+    identification reply and every answer about the photo name, so they tell one story:
+    1. the model's deadly and poisonous candidates (>= 0.5 %; the top guess too when it is one),
+       deadly before poisonous, then by probability;
+    2. when fewer than two: the top guess's dangerous lookalikes from the catalog;
+    3. when still none: the model's most probable dangerous species, however small."""
+    def dangerous(label: str) -> bool:
+        return catalog.edibility(label) in DANGEROUS
+
+    ranked = [(lab, p) for lab, p in photo.dangerous if dangerous(lab)]
+    if photo.top and dangerous(photo.top) and photo.top not in dict(ranked):
+        ranked.append((photo.top, photo.probability))
+    strong = sorted((x for x in ranked if x[1] >= CANDIDATE_MIN_PROBABILITY or x[0] == photo.top),
+                    key=lambda x: (SEVERITY[catalog.edibility(x[0])], -x[1]))
+    found = [lab for lab, _ in strong]
+    if len(found) < 2 and photo.top and not dangerous(photo.top):
+        profile = catalog.get(photo.top)
+        lookalikes = sorted((lk for lk in (profile.lookalikes if profile else []) if lk.edibility in DANGEROUS),
+                            key=lambda lk: SEVERITY[lk.edibility])
+        found += [lk.species for lk in lookalikes if lk.species not in found]
+    if not found:
+        found = [lab for lab, _ in sorted(ranked, key=lambda x: -x[1])[:2]]
+    return found[:limit]
+
+
+def candidates_sentence(photo: PhotoContext, candidates: list[str], names: str, lang: str) -> str:
+    """"It could be X or Y" when the model itself points at them; "a photo can't rule out its
+    dangerous lookalikes" when they come from the catalog only (no overstated evidence)."""
+    if not candidates:
+        return ""
+    from_model = any(lab in dict(photo.dangerous) or lab == photo.top for lab in candidates)
+    return say(phrases.COULD_BE if from_model else phrases.LOOKALIKES_NOT_RULED_OUT, lang, candidates=names)
 
 
 def pack(parts: list[str], limit: int = FIRST_REPLY_CHARS) -> tuple[str, str]:
@@ -359,7 +405,7 @@ class Answerer:
             species = photo.top
             suspects = [self.catalog.get(c) for c in candidates if self.catalog.get(c)]
             if candidates:
-                parts.append(say(phrases.COULD_BE, lang, candidates=self._name_list(candidates, lang)))
+                parts.append(candidates_sentence(photo, candidates, self._name_list(candidates, lang), lang))
             if photo.top and photo.top not in candidates:
                 parts.append(say(phrases.LOOKS_LIKE, lang, name=self._local_name(photo.top, lang)))
         elif res.toxin is not None:
@@ -400,21 +446,8 @@ class Answerer:
             return False
         return photo.verdict == self.catalog.edibility(photo.top)
 
-    def _photo_candidates(self, photo: PhotoContext, limit: int = 3) -> list[str]:
-        """The dangerous species behind a photo's verdict: the model's dangerous candidates, most
-        probable first, then (when the model named none) the top guess's dangerous lookalikes."""
-        ranked = list(photo.dangerous)
-        if photo.top and self.catalog.edibility(photo.top) in DANGEROUS and photo.top not in dict(ranked):
-            ranked.append((photo.top, photo.probability))
-        # Deadly before poisonous, then by probability: the worst possibility is named first.
-        ranked.sort(key=lambda x: (SEVERITY[self.catalog.edibility(x[0])], -x[1]))
-        found = [lab for lab, _ in ranked if self.catalog.edibility(lab) in DANGEROUS]
-        if len(found) < 2 and photo.top and self.catalog.edibility(photo.top) not in DANGEROUS:
-            profile = self.catalog.get(photo.top)
-            lookalikes = sorted((lk for lk in (profile.lookalikes if profile else []) if lk.edibility in DANGEROUS),
-                                key=lambda lk: SEVERITY[lk.edibility])
-            found += [lk.species for lk in lookalikes if lk.species not in found]
-        return found[:limit]
+    def _photo_candidates(self, photo: PhotoContext) -> list[str]:
+        return photo_candidates(photo, self.catalog)
 
     def _photo_answer(self, res: Resolution, photo: PhotoContext, prefix: list[str]) -> Answer:
         lang = res.language
@@ -424,7 +457,7 @@ class Answerer:
         photo_line = say(phrases.PHOTO_VERDICT, lang, verdict=verdict_words.get(verdict, verdict_words["unknown"]))
         if photo.abstained:
             photo_line += " " + say(phrases.NOT_RELIABLE, lang)
-        could_be = say(phrases.COULD_BE, lang, candidates=self._name_list(candidates, lang)) if candidates else ""
+        could_be = candidates_sentence(photo, candidates, self._name_list(candidates, lang), lang)
         looks = say(phrases.LOOKS_LIKE, lang, name=self._local_name(photo.top, lang)) if photo.top else ""
         direct = {"deadly": "yes_deadly", "poisonous": "yes"}.get(verdict, "maybe")
         if res.intent == CAN_EAT or res.intent in (COOKING, ALCOHOL):
@@ -493,7 +526,7 @@ class Answerer:
         worst = members[0].edibility
         words = phrases.VERDICT.get(lang, phrases.VERDICT["en"])
         head = say(phrases.SPECIES_IS, lang, name=genus.capitalize(), verdict=words[worst])
-        listed = "; ".join(f"{p.display_name} - {p.edibility.replace('_', ' ')}" for p in members[:6])
+        listed = "; ".join(f"{p.display_name} - {edibility_words(p.edibility)}" for p in members[:6])
         more_count = f" and {len(members) - 6} more" if len(members) > 6 else ""
         lead = [head]
         if res.intent == CAN_EAT or _SO_SAFE.search(res.question):
@@ -583,7 +616,7 @@ class Answerer:
             # The names first (deadly first); how to tell each apart follows behind "More".
             ordered = sorted(p.lookalikes, key=lambda lk: SEVERITY.get(lk.edibility, 99))
             lead.append("Lookalikes: " + ", ".join(
-                f"{self._name_of(lk.species)} ({lk.edibility.replace('_', ' ')})" for lk in ordered) + ".")
+                f"{self._name_of(lk.species)} ({edibility_words(lk.edibility)})" for lk in ordered) + ".")
         elif intent == SYMPTOMS and p.onset:
             lead.append(f"Onset: {p.onset}.")
         if dangerous and intent != FIRST_AID_INTENT:
@@ -743,7 +776,7 @@ class Answerer:
         if listed:
             label = "Dangerous lookalikes" if dangerous_only else "Lookalikes"
             lines.append(f"{label}: " + _join(
-                [f"{self._name_of(lk.species)} ({lk.edibility.replace('_', ' ')}) - {lk.how_to_tell}"
+                [f"{self._name_of(lk.species)} ({edibility_words(lk.edibility)}) - {lk.how_to_tell}"
                  for lk in listed]) + ".")
         elif not others and not dangerous_only:
             lines.append(f"The catalog lists no common lookalikes for {p.scientific_name}.")

@@ -65,7 +65,8 @@ def is_relevant(passage: Passage, label: str, catalog: Catalog) -> bool:
 
 def has_first_aid(text: str) -> bool:
     lowered = text.lower()
-    return ("poison centre" in lowered or "emergency" in lowered) and ("sample" in lowered or "keep" in lowered)
+    return (("poison centre" in lowered or "emergency" in lowered or "vet" in lowered)
+            and ("sample" in lowered or "keep" in lowered))
 
 
 def first_aid_leads(text: str, within: int = FIRST_AID_WITHIN) -> bool:

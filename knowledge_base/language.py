@@ -25,7 +25,7 @@ _WORDS = {
         toadstool what which how why where when does do did with and or of some ago hour hours minutes after now feel
         feeling sick dog cat child kid son daughter baby vomiting throwing up symptoms lookalikes lookalike tell apart
         difference between raw cooked cook alcohol beer wine antidote treatment so then there any about look like
-        found picked""",
+        found picked for recipe from on""",
     "de": """ich mir mich mein meine meinen meiner wir er sie es ist sind war der die das den dem des ein eine einen
         einem kann konnen darf essen gegessen isst giftig essbar todlich pilz pilze pilzen hund katze kind kinder sohn
         tochter erbrechen erbricht ubel durchfall vor seit stunden stunde minuten und oder nicht wie was welche welcher
@@ -82,7 +82,7 @@ def _lingua():
                 from lingua import IsoCode639_1, LanguageDetectorBuilder
 
                 codes = [getattr(IsoCode639_1, code.upper()) for code in LANGUAGES]
-                _detector = LanguageDetectorBuilder.from_iso_codes_639_1(*codes).build()
+                _detector = LanguageDetectorBuilder.from_iso_codes_639_1(*codes).with_low_accuracy_mode().build()
     return _detector
 
 

@@ -129,6 +129,14 @@ COULD_BE = {
     "en": "It could be {candidates}.", "de": "Es könnte {candidates} sein.", "fr": "Ce pourrait être {candidates}.",
     "es": "Podría ser {candidates}.", "it": "Potrebbe essere {candidates}.", "nl": "Het kan {candidates} zijn.",
 }
+LOOKALIKES_NOT_RULED_OUT = {
+    "en": "A photo can't rule out its dangerous lookalikes: {candidates}.",
+    "de": "Ein Foto kann seine gefährlichen Doppelgänger nicht ausschließen: {candidates}.",
+    "fr": "Une photo ne peut pas exclure ses sosies dangereux : {candidates}.",
+    "es": "Una foto no puede descartar sus parecidas peligrosas: {candidates}.",
+    "it": "Una foto non può escludere i suoi sosia pericolosi: {candidates}.",
+    "nl": "Een foto kan zijn gevaarlijke dubbelgangers niet uitsluiten: {candidates}.",
+}
 OR = {"en": "or", "de": "oder", "fr": "ou", "es": "o", "it": "o", "nl": "of"}
 LOOKS_LIKE = {
     "en": "It looks most like {name}, but a photo can't rule out the dangerous ones.",

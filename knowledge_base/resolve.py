@@ -192,7 +192,7 @@ class SpeciesResolver:
                 # Below the threshold, a multi-word name needs one word spelt right and the others
                 # close ("sulfer tuft", "boletus edilus"), never a short word ("for amanita").
                 pairs = list(zip(words, name_words, strict=True))
-                if size == 1 or not any(a == b for a, b in pairs) or any(
+                if size == 1 or not any(a == b and len(a) >= 4 and a not in _STOPWORDS for a, b in pairs) or any(
                         a != b and (len(a) < 4 or a in _STOPWORDS or a[0] != b[0] or fuzz.ratio(a, b) < 60) for a, b in pairs):
                     continue
             return self._names[name], name, float(score)

@@ -158,15 +158,20 @@ async def test_ask_command_is_deferred_then_answered(discord_bot):
     assert followup and "/webhooks/123/tok" in followup[0]
 
 
-async def test_button_press_reaches_the_core(discord_bot):
-    door, fake, state = discord_bot
+async def press_under_a_photo_reply(fake, state, label: str) -> list[str]:
+    """Send a photo by mention, press the reply's button `label`; the texts sent so far."""
     state.parse_message_create(guild_message("<@123>", [attachment(fake, "a.jpg", jpeg())]))
     await settle(fake, 1)
     _, _, payload = next(c for c in fake.calls if c[2].get("components"))
-    button = next(c for c in payload["components"][0]["components"] if c["label"] == "Lookalikes")
-    message = fake.message(payload)
-    state.parse_interaction_create(interaction(3, {"custom_id": button["custom_id"], "component_type": 2}, message))
-    texts = await settle(fake, 2)
+    button = next(c for c in payload["components"][0]["components"] if c["label"] == label)
+    state.parse_interaction_create(interaction(3, {"custom_id": button["custom_id"], "component_type": 2},
+                                               fake.message(payload)))
+    return await settle(fake, 2)
+
+
+async def test_button_press_reaches_the_core(discord_bot):
+    door, fake, state = discord_bot
+    texts = await press_under_a_photo_reply(fake, state, "Lookalikes")
     assert "Lookalikes of Amanita phalloides" in texts[-1]
 
 
@@ -179,11 +184,5 @@ async def test_a_poisoning_by_mention_gets_first_aid_first(discord_bot):
 
 async def test_more_button_gives_the_rest_of_the_answer(discord_bot):
     door, fake, state = discord_bot
-    state.parse_message_create(guild_message("<@123>", [attachment(fake, "a.jpg", jpeg())]))
-    await settle(fake, 1)
-    _, _, payload = next(c for c in fake.calls if c[2].get("components"))
-    button = next(c for c in payload["components"][0]["components"] if c["label"] == "More")
-    state.parse_interaction_create(interaction(3, {"custom_id": button["custom_id"], "component_type": 2},
-                                               fake.message(payload)))
-    texts = await settle(fake, 2)
+    texts = await press_under_a_photo_reply(fake, state, "More")
     assert "Check in the field" in texts[-1] and "volva" in texts[-1].lower()

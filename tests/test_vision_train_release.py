@@ -45,9 +45,8 @@ def test_release_safety_was_tuned_with_zero_dangerous_errors_and_card_states_the
 
 @pytest.mark.shared
 def test_real_photo_split_is_deterministic_and_keeps_every_label(shared_data):
-    from vision_model.data import scan_image_folder, split_samples
-
     from knowledge_base.catalog import default_catalog
+    from vision_model.data import scan_image_folder, split_samples
 
     folder = scan_image_folder(shared_data / "images", min_photos=2, verify=False)
     # The pool grew and six duplicate folders were merged under current names (shared/README.md,
