@@ -249,6 +249,9 @@ class BotCore:
             if event.command and event.command not in ("identify", "start", "help"):
                 # A photo captioned with another command: the photo is what matters.
                 log.debug("photo with /%s: identifying", event.command)
+            caption = (event.args if event.command else event.text).strip()
+            if caption and triage(caption) is not None:
+                return await self._identify_a_poisoning(event, caption)
             return await self._identify(event)
         if event.problems:  # attachments the adapter could not fetch, and nothing else usable
             return Outcome([Reply(" ".join(event.problems))], "bad_input")
@@ -286,6 +289,20 @@ class BotCore:
             self.photos_in_flight -= 1
         outcome = "abstained" if ident.abstained or ident.verdict == "unknown" else "ok"
         return Outcome([Reply(ident.text, identification_buttons(ident.stored_id))], outcome)
+
+    async def _identify_a_poisoning(self, event: Event, caption: str) -> Outcome:
+        """A photo captioned "my son ate this": first aid about this photo first, then its identification.
+        First aid comes even when the photo cannot be identified."""
+        try:
+            identified = await self._identify(event)
+        except UserFacingError as exc:
+            identified = Outcome([Reply(str(exc))], exc.outcome)
+        ident = None
+        if identified.outcome in ("ok", "abstained"):
+            idents = await self._io(self.memory.recent_identifications, event.platform, event.chat_id)
+            ident = idents[-1] if idents else None
+        answered = await self._question(event, caption, ident)
+        return Outcome(answered.replies + identified.replies, "first_aid")
 
     def _decode_all(self, photos: list[bytes], notes: list[str]) -> tuple[list, list[str]]:
         """Decode every photo safely; skip the bad ones with a note, or fail when none is usable."""

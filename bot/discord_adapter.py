@@ -123,6 +123,8 @@ class DiscordFrontDoor:
 
         for name, description in (
             ("sources", "Where my information comes from"),
+            ("more", "The rest of my last answer"),
+            ("new", "Start a new conversation (forget this chat's photos and questions)"),
             ("about", "The model, the data and the limits"),
             ("help", "How to use this bot"),
             ("status", "Model and index status (admins)"),

@@ -29,7 +29,7 @@ VERDICT_WORDS = {
 
 NOT_RELIABLE = "**I can't identify this reliably: treat it as poisonous.**"
 # Under every first reply; the full DISCLAIMER goes behind "More".
-SHORT_DISCLAIMER = "⚠️ Never eat a wild mushroom on an app's word. Poisoning? Call a poison centre now."
+SHORT_DISCLAIMER = "⚠️ Never eat a wild mushroom on an app's word."
 # A species is named with confidence, but the model is not allowed (or not sure enough) to rule
 # out its dangerous lookalikes from a photo: the verdict stays "unknown".
 UNSURE_BELOW = 0.5  # a top guess below this probability is never presented as "most likely"

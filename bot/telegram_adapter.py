@@ -50,6 +50,8 @@ MENU = [
     BotCommand("ask", "Ask a question about a mushroom"),
     BotCommand("lookalikes", "Dangerous lookalikes of your last photo"),
     BotCommand("sources", "Where my information comes from"),
+    BotCommand("more", "The rest of my last answer"),
+    BotCommand("new", "Start a new conversation"),
     BotCommand("about", "The model, the data and the limits"),
     BotCommand("help", "How to use this bot"),
 ]

@@ -1,7 +1,7 @@
 """Command line for the knowledge base.
 
     python -m knowledge_base ask [--species LABEL] [--json] [QUESTION ...]   (no QUESTION: one per stdin line)
-    python -m knowledge_base evaluate [--questions FILE] [--out reports/kb_eval.json]
+    python -m knowledge_base evaluate [--questions FILE] [--user-questions FILE] [--out reports/kb_eval.json]
     python -m knowledge_base species [--json]        (list + validate the catalog)
 """
 
@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("--catalog-only", action="store_true", help="do not open the index (catalog facts only)")
     ev = sub.add_parser("evaluate", help="run the evaluation questions and write a JSON report")
     ev.add_argument("--questions", type=Path, default=None, help="questions YAML (default: the bundled set)")
+    ev.add_argument("--user-questions", type=Path, default=None,
+                    help="the user-phrased set (default knowledge_base/eval/user_questions.yaml)")
     ev.add_argument("--out", type=Path, default=PROJECT_ROOT / "reports" / "kb_eval.json")
     ev.add_argument("--catalog-only", action="store_true", help="evaluate without the index")
     sp = sub.add_parser("species", help="list and validate the species catalog")
@@ -136,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_species(args.json)
     from knowledge_base.evaluate import EvalArgs, run_evaluation
 
-    return run_evaluation(EvalArgs(questions=args.questions, out=args.out, catalog_only=args.catalog_only),
+    return run_evaluation(EvalArgs(questions=args.questions, user_questions=args.user_questions, out=args.out,
+                                    catalog_only=args.catalog_only),
                           answerer=_open_answerer(args.catalog_only))
 
 

@@ -86,8 +86,9 @@ _SO_SAFE = re.compile(r"\b(so|then|ok so|alright so)\b.{0,25}\b(safe|eat|edible|
                       r"|\b(also|dann)\b.{0,25}\b(sicher|essbar|essen|unbedenklich)\b|\bdonc\b.{0,25}\b(sur|comestible|manger)\b"
                       r"|\bentonces\b.{0,25}\b(segur|comestible|comer)|\bquindi\b.{0,25}\b(sicur|commestibile|mangiar)"
                       r"|\bdus\b.{0,25}\b(veilig|eetbaar|eten)\b", re.I)
-# The first reply a phone shows without scrolling; the rest goes behind "More".
-FIRST_REPLY_CHARS = 500
+# The first reply a phone shows without scrolling (about 500 characters, of which the bots use a line
+# for the short disclaimer); the rest goes behind "More".
+FIRST_REPLY_CHARS = 440
 # Catalog fields an intent's answer is built from (cited by name).
 _FIELD_OF_INTENT = {SYMPTOMS: "symptoms", FEATURES: "features", LOOKALIKES: "lookalikes", HABITAT: "habitat",
                     TREATMENT: "toxins", ALCOHOL: "toxins", FIRST_AID_INTENT: "symptoms"}
@@ -352,9 +353,11 @@ class Answerer:
         prefix += [f"(I read \"{m.text}\" as {self._name_of(m.label)}.)" for m in res.mentions if m.score < 100]
         named = bool(res.mentions or res.genus or res.toxin or res.unknown_names)
         # About the photo: nothing else named, or the photo's own top guess named ("so it's a grisette?").
+        top_genus = photo.top.split("_", 1)[0] if photo is not None and photo.top else None
         on_photo = photo is not None and photo.top is not None and (
             (not named and res.species_from_caller)
-            or (bool(res.mentions) and (photo.top in {m.label for m in res.mentions} or res.refers_back)))
+            or (bool(res.mentions) and (photo.top in {m.label for m in res.mentions} or res.refers_back))
+            or (res.genus is not None and (res.genus == top_genus or res.refers_back)))
         if res.triage is not None:
             return self._poisoning(res, res.triage, photo if on_photo else None, prefix), []
         if not res.on_topic:
@@ -362,6 +365,12 @@ class Answerer:
                           topic="off_topic"), []
         if on_photo and not self._photo_agrees(photo):
             return self._photo_answer(res, photo, prefix), []
+        if on_photo:  # the photo's verdict is its top guess's own class: the species answer, about the top
+            res.species, res.other_species, res.genus = photo.top, [], None
+            others = [c for c in photo_candidates(photo, self.catalog) if c != photo.top]
+            if others:  # other dangerous candidates of the photo are named too
+                prefix = prefix + [say(phrases.COULD_BE, res.language, candidates=self._name_list(
+                    [photo.top, *others], res.language))]
         if res.toxin is not None:
             return self._toxin_answer(res, res.toxin, prefix), []
         if res.genus is not None:
@@ -648,7 +657,12 @@ class Answerer:
         if _CHILD_OR_PET.search(res.question):
             body.insert(0, say(phrases.CHILDREN_PETS, lang))
         outdated, guide = self._outdated_note(p, passages)
-        quote = self._guide_quote(p, passages) if not outdated else ""
+        warned = bool(outdated)
+        if warned:  # the warning in the first reply, the story of the old advice behind "More"
+            warning, _, story = outdated.partition(" wrong.")
+            lead.append(warning + " wrong.")
+            outdated = story.strip()
+        quote = "" if warned else self._guide_quote(p, passages)
         if lang != "en":
             body.insert(0, say(phrases.IN_ENGLISH, lang))
         safety = [FIRST_AID_ADVICE if dangerous and intent != FIRST_AID_INTENT else caution]
@@ -796,10 +810,8 @@ class Answerer:
         note_says_edible = bool(_HISTORICAL_EDIBLE.search(note)) and not _HISTORICAL_AGREES.search(note)
         if not (used or note_says_edible):
             return "", []
-        current = VERDICT_PHRASES[p.edibility]
         detail = f" {note.strip()}" if note_says_edible else ""
-        return (f"Warning: older sources (such as the 19th-century field guides) call it edible - that advice is "
-                f"outdated and wrong; current references class it as {current}.{detail}"), used[:1]
+        return (f"Old field guides call it edible: that advice is outdated and wrong.{detail}"), used[:1]
 
     def _guide_quote(self, p: SpeciesProfile, passages: list[Passage]) -> str:
         """A short quotation from a field guide about this species, when one was retrieved."""

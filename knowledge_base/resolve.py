@@ -87,13 +87,18 @@ def _singulars(phrase: str) -> list[str]:
         forms += [stem, stem[:-1] if len(stem) > 2 and stem[-1] == stem[-2] else stem]
     if word.endswith("n") and len(word) > 5:  # German: Morcheln -> Morchel
         forms.append(word[:-1])
-    return [head + f for f in forms]
+    out = [head + f for f in forms]
+    if head:  # every word in the plural: "falsas colmenillas" -> "falsa colmenilla", "death caps"
+        out.append(" ".join(w[:-1] if w.endswith("s") and len(w) > 3 else w for w in phrase.split()))
+    return out
 # "false death cap" is Amanita citrina, not the death cap; "false X" the catalog lacks is not X either.
-_FALSE_WORDS = frozenset({"false", "fake", "faux", "falscher", "falsche", "falso", "falsa", "valse"})
+_FALSE_WORDS = frozenset({"false", "fake", "faux", "fausse", "fausses", "falscher", "falsche", "falschen", "falso",
+                          "falsa", "falsos", "falsas", "falsi", "valse", "valsche"})
 # Endings and words of ordinary language that a Latin epithet never has ("Amanita poisoning").
 _ENGLISH_WORD = re.compile(r"(ing|tion|ness|ment|ful|less|ly|ed|ous|able|ship|ism)$", re.I)
 _NOT_EPITHETS = frozenset("""mushroom mushrooms fungus fungi species family genus poison toxin toxins season
-caps cap stem gills types kinds group look lookalike lookalikes photo picture edible""".split())
+caps cap stem gills types kinds group look lookalike lookalikes photo picture edible ones one all kind type
+varieties sorts these those things""".split())
 # "what about for dogs?", "and for children?", "e i bambini?": a follow-up on the chat's subject.
 _FOLLOW_UP = re.compile(r"^\s*(what about|how about|and|und|et|y|e|en|ma|pero|mais|aber|maar)\b"
                         r"|\b(for|fur|pour|para|per|voor) (dogs?|cats?|kids|children|pets|hunde|kinder|enfants"

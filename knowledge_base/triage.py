@@ -25,7 +25,8 @@ _INGESTED = re.compile(
     r"\b(ate|swallowed|ingested|licked|chewed|tasted|munched|nibbled|gobbled)\b"
     r"|\b(have|has|had|'ve|just|already|i|we|he|she|they|who|dog|cat|kid|child)\s+(\w+\s+)?eaten\b"
     r"|\b(after|since|from)\s+(eating|having eaten|eaten|tasting)\b|\bis eating\b|\bwas eating\b"
-    r"|\bin (his|her|their|its|my|your|the) mouth\b|\btook a bite\b|\bbit (into|off|a|an|the|some|one)\b"
+    r"|\b(in|into|of|from|out of) (his|her|their|its|my|your|the) mouth\b|\btook a bite\b"
+    r"|\bbit (into|off|a|an|the|some|one|it|them|of)\b|\b(been|keeps?|kept|started) eating\b|\beats (them|these|it)\b"
     r"|\bhad (some |a few |a bit of |wild |the |these |those )?(mushrooms?|shrooms?|fungi|toadstools?|some|a few|a bit)\b"
     r"|\b(cooked|fried) (and ate |up )?(what|them|some|a|the|it|those)\b"
     # German

@@ -321,3 +321,36 @@ def test_a_weak_top_guess_with_a_danger_verdict_is_not_called_most_likely():
     )
     assert "My best guesses - not reliable" in text and "Most likely" not in text
     assert "POISONOUS" in text and "Amanita phalloides" in text
+
+
+async def test_a_photo_captioned_with_a_poisoning_gets_first_aid_before_the_identification(tmp_path, models):
+    core = make_core(make_settings(tmp_path), models["deadly"])
+    first_aid, identification = await core.handle(photo_event(text="my daughter ate one of these"))
+    unreadable = await core.handle(Event(platform="test", chat_id="2", user_id="7", photos=[b"not a photo"],
+                                         text="we ate these an hour ago"))
+    core.close()
+    assert first_aid.text.startswith("⚠️ Possible poisoning: call a poison centre")
+    assert "Amanita phalloides" in first_aid.text  # about this photo
+    assert identification.text.startswith("☠️ **DEADLY - can kill**")
+    # An unreadable photo still gets first aid first, and the reason the photo failed.
+    assert unreadable[0].text.startswith("⚠️ Possible poisoning") and len(unreadable) == 2
+
+
+async def test_first_replies_fit_a_phone_screen(tmp_path, models):
+    """The user-phrased set through the core, each item in its own chat: the median first reply
+    (answer, header and the short disclaimer) is at most 500 characters; details wait behind More."""
+    import statistics
+
+    import yaml
+
+    from knowledge_base.evaluate import USER_QUESTIONS_FILE
+
+    items = [i for i in yaml.safe_load(USER_QUESTIONS_FILE.read_text(encoding="utf-8")) if i.get("q")]
+    core = make_core(make_settings(tmp_path), models["deadly"])
+    lengths = []
+    for n, item in enumerate(items):
+        [reply] = await core.handle(text_event(item["q"], chat=f"screen-{n}"))
+        lengths.append(len(reply.text))
+    core.close()
+    assert len(lengths) >= 200
+    assert statistics.median(lengths) <= 500 and max(lengths) <= 600, (statistics.median(lengths), max(lengths))

@@ -108,7 +108,8 @@ async def telegram(tmp_path, deadly_model):
 async def test_menu_is_set_at_start(telegram):
     fake, _, _ = telegram
     everyone, admin = fake.sent("setMyCommands")
-    assert {"identify", "ask", "lookalikes", "sources", "about", "help"} == {c["command"] for c in everyone["commands"]}
+    assert {"identify", "ask", "lookalikes", "sources", "more", "new", "about", "help"} == {
+        c["command"] for c in everyone["commands"]}
     assert {"status", "reingest"} <= {c["command"] for c in admin["commands"]}
     assert admin["scope"] == {"type": "chat", "chat_id": ADMIN}
 

@@ -113,13 +113,15 @@ def test_bare_follow_up_without_a_subject_asks_which_mushroom(answerer):
         assert answer.topic == "ask_which", question
 
 
-def test_user_phrased_set_scores_at_least_95_percent(answerer):
-    items = yaml.safe_load(USER_QUESTIONS_FILE.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("path, size", [(USER_QUESTIONS_FILE, 200),
+                                        (USER_QUESTIONS_FILE.with_name("user_questions_holdout.yaml"), 100)])
+def test_user_phrased_sets_score_at_least_95_percent(answerer, path, size):
+    items = yaml.safe_load(path.read_text(encoding="utf-8"))
     report = evaluate_user_set(answerer, items, progress=False)
     m = report["metrics"]
-    assert m["questions"] >= 200
+    assert m["questions"] >= size
     counts = {c: v["n"] for c, v in m["by_category"].items()}
-    assert counts["poisoning"] >= 30 and sum(n["n"] for lang, n in m["by_language"].items() if lang != "en") >= 50
+    assert counts["poisoning"] >= 25 and sum(n["n"] for lang, n in m["by_language"].items() if lang != "en") >= 39
     assert m["permission_to_eat"] == 0
     assert m["poisonings_with_first_aid_in_300_chars"] == m["poisonings"]
     assert m["score"] >= 0.95, [(f["id"], f["failures"]) for f in report["failures"]]
