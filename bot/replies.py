@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from knowledge_base.answer import PhotoContext, candidates_sentence, photo_candidates
+# A top guess below UNSURE_BELOW is never presented as "most likely" (nor described in answers).
+from knowledge_base.answer import UNSURE_BELOW, PhotoContext, candidates_sentence, photo_candidates
 from knowledge_base.catalog import DANGEROUS, SEVERITY, Catalog
 
 DISCLAIMER = (
@@ -32,7 +33,6 @@ NOT_RELIABLE = "**I can't identify this reliably: treat it as poisonous.**"
 SHORT_DISCLAIMER = "⚠️ Never eat a wild mushroom on an app's word."
 # A species is named with confidence, but the model is not allowed (or not sure enough) to rule
 # out its dangerous lookalikes from a photo: the verdict stays "unknown".
-UNSURE_BELOW = 0.5  # a top guess below this probability is never presented as "most likely"
 CANT_RULE_OUT = "**A photo can't rule out this mushroom's dangerous lookalikes: treat it as poisonous.**"
 
 PHOTO_TIPS = (
@@ -170,7 +170,8 @@ def identification_text(
             bits = [profile.common_names[0]] if profile and profile.common_names else []
             bits += [catalog.edibility(lab).upper()] + ([percent(share[lab])] if lab in share else [])
             names.append(f"{profile.scientific_name if profile else display_name(lab, catalog)} ({', '.join(bits)})")
-        first.append(candidates_sentence(photo, candidates, " or ".join(names), "en"))
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+        first.append(candidates_sentence(photo, candidates, listed, "en"))
     if labels:
         reliable = not abstained and probabilities[0] >= UNSURE_BELOW
         heading = f"Most likely{photos}" if reliable else f"My best guesses{photos} - not reliable"

@@ -38,6 +38,8 @@ from knowledge_base.retrieval import HybridRetriever, Passage, tokenize
 from knowledge_base.topics import Toxin, genus_species, species_with_toxin
 from knowledge_base.triage import Triage
 
+UNSURE_BELOW = 0.5  # a top guess below this probability is not described as the photo's species
+
 log = logging.getLogger(__name__)
 
 # --- fixed safety sentences (the rules nothing overrides) -----------------------------------------
@@ -365,12 +367,13 @@ class Answerer:
                           topic="off_topic"), []
         if on_photo and not self._photo_agrees(photo):
             return self._photo_answer(res, photo, prefix), []
+        also = ""
         if on_photo:  # the photo's verdict is its top guess's own class: the species answer, about the top
             res.species, res.other_species, res.genus = photo.top, [], None
             others = [c for c in photo_candidates(photo, self.catalog) if c != photo.top]
-            if others:  # other dangerous candidates of the photo are named too
-                prefix = prefix + [say(phrases.COULD_BE, res.language, candidates=self._name_list(
-                    [photo.top, *others], res.language))]
+            if others:  # the photo's other dangerous candidates are named right after the verdict
+                also = say(phrases.COULD_BE, res.language, candidates=self._name_list([photo.top, *others],
+                                                                                      res.language))
         if res.toxin is not None:
             return self._toxin_answer(res, res.toxin, prefix), []
         if res.genus is not None:
@@ -390,7 +393,7 @@ class Answerer:
             return Answer(first, res.species, "unknown", self._citations(passages, []), True, more=more,
                           language=lang), passages
         others = [self.catalog.get(o) for o in res.other_species]
-        parts, guide = self._species_parts(res, profile, [o for o in others if o is not None], passages)
+        parts, guide = self._species_parts(res, profile, [o for o in others if o is not None], passages, also)
         first, more = pack(prefix + parts)
         cites = [self._catalog_citation(profile, _FIELD_OF_INTENT.get(res.intent, "edibility_note"))]
         cites += self._citations(guide, [profile.scientific_name, *profile.synonyms])
@@ -451,8 +454,8 @@ class Answerer:
         """True when the photo's verdict is simply its top guess's own class (a confident poisonous
         fly agaric, an inedible bracket): then the species answer tells the same story. A verdict that
         differs (dangerous mass, "unknown") is the photo's own story, told by _photo_answer."""
-        if photo.abstained or not photo.top or photo.top not in self.catalog:
-            return False
+        if photo.abstained or not photo.top or photo.top not in self.catalog or photo.probability < UNSURE_BELOW:
+            return False  # an unsure top guess is no species to describe: the photo's story instead
         return photo.verdict == self.catalog.edibility(photo.top)
 
     def _photo_candidates(self, photo: PhotoContext) -> list[str]:
@@ -603,8 +606,9 @@ class Answerer:
 
     # --- one species -----------------------------------------------------------------------------
     def _species_parts(self, res: Resolution, p: SpeciesProfile, others: list[SpeciesProfile],
-                       passages: list[Passage]) -> tuple[list[str], list[Passage]]:
-        """Parts of the answer in priority order (verdict and action first) and the guide passages used."""
+                       passages: list[Passage], also: str = "") -> tuple[list[str], list[Passage]]:
+        """Parts of the answer in priority order (verdict and action first) and the guide passages used.
+        `also`: a sentence that follows the verdict (a photo's other dangerous candidates)."""
         lang = res.language
         name = p.display_name
         words = phrases.VERDICT.get(lang, phrases.VERDICT["en"])
@@ -612,7 +616,7 @@ class Answerer:
         intent = res.intent
         verdict = (f"{name} is {VERDICT_PHRASES[p.edibility]}." if lang == "en" else
                    say(phrases.SPECIES_IS, lang, name=self._local_name(p.label, lang), verdict=words[p.edibility]))
-        lead = [verdict]
+        lead = [verdict, also] if also else [verdict]
         if _SO_SAFE.search(res.question) or (intent == CAN_EAT and res.refers_back and not dangerous
                                              and re.search(r"\bso\b|\bthen\b", res.question, re.I)):
             lead.insert(0, say(phrases.SAFE_THEN, lang))
