@@ -54,6 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.settings import Settings, get_settings
+from knowledge_base.language import clean_text
 
 log = logging.getLogger("bot.api")
 
@@ -625,14 +626,14 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
               tags=["knowledge base"])
     async def ask(body: AskRequest) -> dict[str, Any]:
         """Answer a question from the species catalog and the field guides, with citations."""
-        question = body.question.strip()
+        question = clean_text(body.question, MAX_QUESTION_CHARS + 1).strip()  # valid Unicode, no control chars
         if not question:
             raise ApiError(422, "empty_question", "The question is empty. Please ask something about mushrooms.")
         if len(question) > MAX_QUESTION_CHARS:
             raise ApiError(422, "question_too_long",
                            f"The question is too long; please keep it under {MAX_QUESTION_CHARS} characters.")
         answerer = need("index")
-        species = (body.species or "").strip() or None
+        species = clean_text(body.species or "", 200).strip() or None
         photo = None
         if body.photo is not None:
             from knowledge_base.answer import PhotoContext

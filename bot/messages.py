@@ -15,6 +15,8 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from knowledge_base.language import clean_text
+
 BOLD = re.compile(r"\*\*(.+?)\*\*", re.DOTALL)
 
 
@@ -53,10 +55,15 @@ class Event:
     send_later: SendLater | None = None
 
     def __post_init__(self) -> None:
-        self.chat_id = str(self.chat_id)
-        self.user_id = str(self.user_id)
+        # Text from a platform is cleaned here, once, for the whole core (invalid Unicode, control
+        # characters, length): nothing downstream can fail on what a user typed.
+        self.chat_id = clean_text(self.chat_id, 128)
+        self.user_id = clean_text(self.user_id, 128)
+        self.text = clean_text(self.text)
+        self.args = clean_text(self.args)
+        self.button = clean_text(self.button, 64) if self.button is not None else None
         if self.command:
-            self.command = self.command.lower().lstrip("/")
+            self.command = clean_text(self.command, 64).lower().lstrip("/")
 
     @property
     def kind(self) -> str:

@@ -63,7 +63,7 @@ def _print_answer(answer, as_json: bool) -> None:
 
 def cmd_ask(args: AskArgs) -> int:
     answerer = _open_answerer(args.catalog_only)
-    if args.question:
+    if args.question:  # the answerer cleans the text (invalid Unicode, control characters, length)
         _print_answer(answerer.ask(" ".join(args.question), species=args.species), args.json)
         return 0
     for line in sys.stdin:

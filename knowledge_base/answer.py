@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from knowledge_base import phrases
 from knowledge_base.catalog import DANGEROUS, SEVERITY, Catalog, SpeciesProfile, default_catalog
+from knowledge_base.language import clean_text
 from knowledge_base.phrases import say
 from knowledge_base.resolve import (
     ALCOHOL,
@@ -323,12 +324,12 @@ class Answerer:
         `poisoning`: the chat is about a possible poisoning (an earlier message said someone ate a
         mushroom), so a follow-up on symptoms or treatment leads with first aid again.
         """
-        question = (question or "").strip()
+        question = clean_text(question).strip()
         if not question:
             return Answer(EMPTY_QUESTION, None, None, [], True, topic="ask_which"), []
         if photo is not None and photo.top and not species:
             species = photo.top
-        res = self.resolver.resolve(question[:2000], species)
+        res = self.resolver.resolve(question, clean_text(species, 200) if species else None)
         if poisoning and res.triage is None and res.on_topic and res.intent in (
                 SYMPTOMS, TREATMENT, FIRST_AID_INTENT, TOXICITY, GENERAL):
             res.triage = Triage(ingested=True, symptoms=False, pet=False, child=False, hours=None)

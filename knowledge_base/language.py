@@ -57,6 +57,24 @@ assert set(WORDS) == set(LANGUAGES)
 _TOKEN = re.compile(r"[a-z]+")
 
 
+# The longest message anything downstream sees; longer text is cut (a question is a few sentences).
+MAX_TEXT_CHARS = 2000
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+
+
+def clean_text(text: object, max_chars: int = MAX_TEXT_CHARS) -> str:
+    """Text from outside, made safe for every component: valid Unicode (lone surrogates and
+    undecodable bytes become U+FFFD), NFC-normalised, without control or invisible format
+    characters (line breaks and tabs kept), at most `max_chars` long. Applied once at the edge
+    of every front door, and again by the answerer for callers that skip it."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = str(text or "")
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # lone surrogates -> U+FFFD
+    text = unicodedata.normalize("NFC", text)
+    return _CONTROL.sub("", text)[:max_chars]
+
+
 def fold(text: str) -> str:
     """Lower case without accents: 'Knollenblätterpilz' -> 'knollenblatterpilz', 'comió' -> 'comio'."""
     text = unicodedata.normalize("NFKD", text)
