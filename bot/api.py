@@ -96,12 +96,17 @@ class ApiError(StarletteHTTPException):
         self.error = error
 
 
+def _size(n: int) -> str:
+    """Sizes as people read them: '32 KB', '60.0 MB'."""
+    return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.1f} KB"
+
+
 class BodyTooLarge(ApiError):
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, size: int | None = None):
+        got = f" ({_size(size)})" if size else ""
+        advice = "Please send fewer or smaller photos." if limit >= 1024 * 1024 else "Please send a shorter request."
         super().__init__(
-            413,
-            "request_too_large",
-            f"The request is larger than {limit / (1024 * 1024):.1f} MB. Please send fewer or smaller photos.",
+            413, "request_too_large", f"The request is too large{got}; the limit here is {_size(limit)}. {advice}",
         )
 
 
@@ -112,19 +117,54 @@ def error_response(status: int, error: str, detail: str, headers: dict[str, str]
 # --- middleware -------------------------------------------------------------------------
 
 
+class ApiKeyMiddleware:
+    """With API_KEY set, refuse /v1/ requests without the key before any byte of their body is read:
+    a 50 MB body without a key costs a header check, not 50 MB of memory and a parse."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self.api_key = (api_key or "").encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.api_key or not scope.get("path", "").startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-api-key", b"")
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        if not given and scheme.lower() == b"bearer":
+            given = token.strip()
+        if given and hmac.compare_digest(given, self.api_key):
+            await self.app(scope, receive, send)
+            return
+        response = error_response(
+            401, "unauthorized", "A valid API key is required (header X-API-Key or Authorization: Bearer).",
+            headers={"WWW-Authenticate": "Bearer", "Connection": "close"})
+        await response(scope, receive, send)
+
+
+# A JSON request (a question and its context) needs a few KB; only photo uploads get the photo limit.
+JSON_BODY_MAX_BYTES = 32 * 1024
+
+
 class BodySizeLimitMiddleware:
-    """Refuse request bodies over `max_bytes`: up front by Content-Length, and while streaming
+    """Refuse request bodies over the route's limit: up front by Content-Length, and while streaming
     (chunked uploads, or a client that lies about its Content-Length), so an oversized upload
-    is never buffered in full."""
+    is never buffered in full. Photo routes (/v1/identify...) take `max_bytes`; every other route
+    JSON_BODY_MAX_BYTES."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
+    def limit_for(self, path: str) -> int:
+        return self.max_bytes if path.startswith("/v1/identify") else JSON_BODY_MAX_BYTES
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope.get("path", ""))
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None:
             try:
@@ -132,8 +172,8 @@ class BodySizeLimitMiddleware:
             except ValueError:
                 await error_response(400, "bad_request", "Invalid Content-Length header.")(scope, receive, send)
                 return
-            if declared_bytes > self.max_bytes:
-                await self._reject(scope, receive, send)
+            if declared_bytes > limit:
+                await self._reject(scope, receive, send, limit, declared_bytes)
                 return
 
         received = 0
@@ -144,8 +184,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise BodyTooLarge(self.max_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -161,10 +201,11 @@ class BodySizeLimitMiddleware:
             # body read outside a route (e.g. by another middleware).
             if response_started:
                 raise
-            await self._reject(scope, receive, send)
+            await self._reject(scope, receive, send, limit)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = BodyTooLarge(self.max_bytes)
+    @staticmethod
+    async def _reject(scope: Scope, receive: Receive, send: Send, limit: int, size: int | None = None) -> None:
+        error = BodyTooLarge(limit, size)
         # Connection: close, so the server does not try to read the rest of the body.
         response = error_response(413, error.error, error.detail, headers={"Connection": "close"})
         await response(scope, receive, send)
@@ -543,6 +584,8 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     app.state.batcher = batcher
     # Added last = outermost: metrics also count the 413s of the body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_request_bytes(settings))
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(ApiKeyMiddleware, api_key=api_key)  # before the body limit: no key, no body read
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _add_error_handlers(app)
 
