@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.logs import setup_logging
+from bot.logs import secret_values, setup_logging
 from bot.settings import MissingSetting, get_settings
 
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return api_main(rest) if inspect.signature(api_main).parameters else api_main()
     args = parser.parse_args(argv)
     settings = get_settings()
-    setup_logging(settings.log_level if args.front_door != "console" else "WARNING")
+    setup_logging(settings.log_level if args.front_door != "console" else "WARNING", secret_values(settings))
     try:
         if args.front_door == "console":
             from bot.console import ConsoleArgs

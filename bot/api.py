@@ -784,17 +784,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
-    from bot.logs import setup_logging
+    from bot.logs import secret_values, setup_logging
 
     settings = get_settings()
     level = (args.log_level or settings.log_level).upper()
-    setup_logging(level)
+    setup_logging(level, secret_values(settings))
     log.info("serving on http://%s:%d (API key %s)", args.host, args.port,
              "required" if settings.api_key else "not required")
     # One process per container: scale with replicas (HPA), not uvicorn workers, so each
     # process holds one model copy and the CPU requests stay honest.
+    # log_config=None: uvicorn's loggers use the root handlers set up above, secret redaction included.
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=level.lower(),
-                timeout_graceful_shutdown=20)
+                log_config=None, timeout_graceful_shutdown=20)
     return 0
 
 
