@@ -181,8 +181,9 @@ def main(args: ConsoleArgs) -> int:
     settings = get_settings()
     if args.build_index:
         ensure_knowledge_base(settings)
-    core = BotCore.from_settings(
-        settings, model_dir=args.model, rate_limiter=PhotoRateLimiter(0, settings.photo_rate_window_s)
+    core = BotCore.from_settings(  # the local operator: no rate limits
+        settings, model_dir=args.model, rate_limiter=PhotoRateLimiter(0, settings.photo_rate_window_s),
+        message_limiter=PhotoRateLimiter(0, settings.message_rate_window_s),
     )
     try:
         core.load_classifier()

@@ -106,12 +106,15 @@ class BotCore:
         catalog: Catalog | None = None,
         memory: ChatMemory | None = None,
         rate_limiter: PhotoRateLimiter | None = None,
+        message_limiter: PhotoRateLimiter | None = None,
         reingest: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog or default_catalog()
         self.memory = memory or ChatMemory(settings.database_url)
         self.rate_limiter = rate_limiter or PhotoRateLimiter(settings.photo_rate_limit, settings.photo_rate_window_s)
+        self.message_limiter = message_limiter or PhotoRateLimiter(settings.message_rate_limit,
+                                                                   settings.message_rate_window_s)
         self._classifier = classifier
         self._classifier_factory = classifier_factory
         self._answerer = answerer
@@ -255,6 +258,16 @@ class BotCore:
             return await self._identify(event)
         if event.problems:  # attachments the adapter could not fetch, and nothing else usable
             return Outcome([Reply(" ".join(event.problems))], "bad_input")
+        wait = self.message_limiter.check(f"{event.platform}:{event.user_id}")
+        if wait:
+            text = f"{event.text} {event.args}"
+            found = triage(text)
+            if found is not None:  # never rate-limit first aid: the fixed sentences cost nothing
+                lang = detect_language(text)
+                first_aid = phrases.FIRST_AID_PET if found.pet else phrases.FIRST_AID
+                return Outcome([Reply(f"{phrases.say(first_aid, lang)} {phrases.say(phrases.DELAYED, lang)}")],
+                               "rate_limited")
+            return Outcome([Reply(say.MESSAGES_RATE_LIMITED.format(seconds=wait))], "rate_limited")
         if event.button:
             return await self._button(event)
         if event.command:
@@ -490,7 +503,7 @@ class BotCore:
             return await self._more(event)
         if action in ("poison", "look", "src"):
             ident = None
-            if arg.isdigit():
+            if arg.isdigit() and len(arg) <= 12:  # a forged payload can carry any number: a row id is short
                 ident = await self._io(self.memory.get_identification, event.platform, event.chat_id, int(arg))
             if ident is None:
                 return Outcome([Reply(

@@ -280,6 +280,10 @@ IDENTIFY_PROMPT = (
 )
 NOT_ADMIN = "Sorry, only the bot's administrators can use /{name}."
 RATE_LIMITED = "You're sending photos quickly - please wait {seconds} s and send it again."
+MESSAGES_RATE_LIMITED = (
+    "You're sending messages quickly - please wait {seconds} s and try again. If someone ate a wild mushroom, "
+    "call a poison centre or emergency number now."
+)
 UNSUPPORTED = (
     "I can only look at photos. {what} isn't something I can identify: please send a photo of the mushroom "
     "(JPEG, PNG or WebP)."

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     max_images_per_observation: int = Field(default=6, alias="MAX_IMAGES_PER_OBSERVATION")
     photo_rate_limit: int = Field(default=10, alias="PHOTO_RATE_LIMIT")  # photos per window per user
     photo_rate_window_s: float = Field(default=60.0, alias="PHOTO_RATE_WINDOW_S")
+    # Questions, commands and button presses per window per user (a poisoning always gets first aid).
+    message_rate_limit: int = Field(default=30, alias="MESSAGE_RATE_LIMIT")
+    message_rate_window_s: float = Field(default=60.0, alias="MESSAGE_RATE_WINDOW_S")
     worker_threads: int = Field(default=2, alias="WORKER_THREADS")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 

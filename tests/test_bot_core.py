@@ -349,8 +349,22 @@ async def test_first_replies_fit_a_phone_screen(tmp_path, models):
     core = make_core(make_settings(tmp_path), models["deadly"])
     lengths = []
     for n, item in enumerate(items):
-        [reply] = await core.handle(text_event(item["q"], chat=f"screen-{n}"))
+        [reply] = await core.handle(text_event(item["q"], chat=f"screen-{n}", user=f"u{n}"))
         lengths.append(len(reply.text))
     core.close()
     assert len(lengths) >= 200
     assert statistics.median(lengths) <= 500 and max(lengths) <= 600, (statistics.median(lengths), max(lengths))
+
+
+async def test_questions_and_buttons_are_rate_limited_but_first_aid_never(tmp_path, models):
+    core = make_core(make_settings(tmp_path, MESSAGE_RATE_LIMIT=3), models["deadly"])
+    replies = [(await core.handle(text_event("is the death cap deadly?", user="flood")))[0] for _ in range(3)]
+    [limited] = await core.handle(text_event("is the fly agaric poisonous?", user="flood"))
+    [button] = await core.handle(Event("test", "1", "flood", button="more:last"))
+    [first_aid] = await core.handle(text_event("my son ate one of them", user="flood"))
+    [other_user] = await core.handle(text_event("is the fly agaric poisonous?", user="calm"))
+    core.close()
+    assert all("Amanita phalloides" in r.text for r in replies)
+    assert "sending messages quickly" in limited.text and "sending messages quickly" in button.text
+    assert first_aid.text.startswith("⚠️ Possible poisoning: call a poison centre")
+    assert "Amanita muscaria" in other_user.text
