@@ -615,6 +615,11 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
             )
         blobs = []
         for upload in uploads:
+            if upload.size is not None and upload.size > settings.max_image_bytes:  # the real size, unread
+                raise ApiError(413, "too_many_bytes", (
+                    f"{upload.filename or 'photo'}: that photo is too large ({upload.size / 2**20:.1f} MB); "
+                    f"the limit is {settings.max_image_bytes / 2**20:.1f} MB. Please send a smaller or more "
+                    "compressed photo."))
             blobs.append(await upload.read(settings.max_image_bytes + 1))
         # Client-chosen names are echoed back (in results and errors): keep them short.
         names = [(upload.filename or f"photo {i + 1}")[:MAX_FILENAME_CHARS] for i, upload in enumerate(uploads)]

@@ -52,6 +52,10 @@ def read_photo(path_text: str, max_bytes: int) -> bytes | str:
     """The photo's bytes (at most max_bytes + 1, so the core can say 'too large'), or a friendly error."""
     path = Path(path_text).expanduser()
     try:
+        size = path.stat().st_size
+        if size > max_bytes:  # say the real size; reading it would only waste memory
+            return (f"The photo '{path_text}' is too large ({size / 2**20:.1f} MB); the limit is "
+                    f"{max_bytes / 2**20:.1f} MB. Please send a smaller or more compressed photo.")
         with path.open("rb") as fh:
             return fh.read(max_bytes + 1)
     except FileNotFoundError:

@@ -186,6 +186,13 @@ def test_photo_over_max_image_bytes_is_413(make_client):
     assert response.json()["error"] in {"too_many_bytes", "request_too_large"}
 
 
+def test_a_photo_too_large_is_told_its_real_size(make_client):
+    client = make_client(MAX_IMAGE_BYTES=1_000_000, MAX_IMAGES_PER_OBSERVATION=4)
+    response = client.post("/v1/identify", files=files(b"\xff\xd8" + b"x" * 2_600_000))
+    assert response.status_code == 413 and response.json()["error"] == "too_many_bytes"
+    assert "(2.5 MB)" in response.json()["detail"] and "limit is 1.0 MB" in response.json()["detail"]
+
+
 def test_too_many_photos_is_413(make_client):
     client = make_client(MAX_IMAGES_PER_OBSERVATION=2)
     response = client.post("/v1/identify", files=files(*[photo_bytes(s) for s in range(3)]))

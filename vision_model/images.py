@@ -43,12 +43,13 @@ def _megabytes(n: int) -> str:
 
 
 def _too_many_bytes(size: int | None, max_bytes: int) -> ImageError:
-    got = f" ({_megabytes(size)})" if size is not None else ""
-    return ImageError(
-        f"That photo is too large{got}; the limit is {_megabytes(max_bytes)}. "
-        "Please send a smaller or more compressed photo.",
-        reason="too_many_bytes",
-    )
+    """The message states the real size when it is known; a caller that read only max_bytes + 1
+    bytes (to refuse early) knows just that the photo is larger than the limit."""
+    if size is None or size == max_bytes + 1:
+        what = f"That photo is larger than the limit of {_megabytes(max_bytes)}."
+    else:
+        what = f"That photo is too large ({_megabytes(size)}); the limit is {_megabytes(max_bytes)}."
+    return ImageError(f"{what} Please send a smaller or more compressed photo.", reason="too_many_bytes")
 
 
 def _read_bytes(source: ImageSource, max_bytes: int | None) -> bytes:
