@@ -38,7 +38,7 @@ from typing import Any
 import anyio
 from fastapi import Depends, FastAPI, File, Request, Security, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -49,7 +49,7 @@ from prometheus_client import (
     Info,
     generate_latest,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictFloat
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -491,15 +491,16 @@ def read_index_info(settings: Settings) -> dict[str, Any]:
 
 class PhotoBody(BaseModel):
     top: str | None = Field(default=None, max_length=200, description="Top label of the identification.")
-    probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    probability: float = Field(default=0.0, ge=0.0, le=1.0, strict=True)
     verdict: str = Field(default="unknown", max_length=32)
-    abstained: bool = False
-    dangerous: list[tuple[str, float]] = Field(default_factory=list, max_length=10,
+    abstained: bool = Field(default=False, strict=True)
+    dangerous: list[tuple[str, StrictFloat]] = Field(default_factory=list, max_length=10,
                                                 description="[label, probability] of its dangerous candidates")
 
 
 class AskRequest(BaseModel):
-    question: str = Field(description="The question, in plain language.", examples=["Is the fly agaric edible?"])
+    question: str = Field(description="The question, in plain language (not blank).", pattern=r"\S",
+                          examples=["Is the fly agaric edible?"])
     species: str | None = Field(
         default=None, max_length=200,
         description="Optional species label (e.g. from /v1/identify) the question is about.",
@@ -510,7 +511,7 @@ class AskRequest(BaseModel):
         description="The identification the question is about (from /v1/identify): the answer then follows "
                     "its verdict and names its dangerous candidates instead of describing the top guess.",
     )
-    poisoning: bool = Field(default=False, description="The conversation is about a possible poisoning.")
+    poisoning: bool = Field(default=False, strict=True, description="The conversation is about a possible poisoning.")
 
 
 class ErrorBody(BaseModel):
@@ -519,6 +520,7 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed request (a body that is not valid JSON or multipart)"},
     401: {"model": ErrorBody, "description": "API key missing or wrong"},
     413: {"model": ErrorBody, "description": "Too large: photo, pixels, request or number of photos"},
     415: {"model": ErrorBody, "description": "Not an image"},
@@ -637,7 +639,7 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     @app.post("/v1/identify", responses=ERROR_RESPONSES, dependencies=[Depends(require_api_key)],
               tags=["vision"])
     async def identify(
-        image: list[UploadFile] | None = File(None, description="One or more photos of the same mushroom."),
+        image: list[UploadFile] = File(description="One or more photos of the same mushroom.", min_length=1),
     ) -> dict[str, Any]:
         """Identify one mushroom from one or several photos (one observation).
 
@@ -660,7 +662,7 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     @app.post("/v1/identify/each", responses=ERROR_RESPONSES, dependencies=[Depends(require_api_key)],
               tags=["vision"])
     async def identify_each(
-        image: list[UploadFile] | None = File(None, description="Photos, each identified on its own."),
+        image: list[UploadFile] = File(description="Photos, each identified on its own.", min_length=1),
     ) -> dict[str, Any]:
         """Identify each photo separately: `{"results": [...], "model_version": ...}`."""
         classifier = need("model")
@@ -675,8 +677,7 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     async def ask(body: AskRequest) -> dict[str, Any]:
         """Answer a question from the species catalog and the field guides, with citations."""
         question = clean_text(body.question, MAX_QUESTION_CHARS + 1).strip()  # valid Unicode, no control chars
-        if not question:
-            raise ApiError(422, "empty_question", "The question is empty. Please ask something about mushrooms.")
+        # A question of control characters alone is empty once cleaned: the answerer says so kindly (200).
         if len(question) > MAX_QUESTION_CHARS:
             raise ApiError(422, "question_too_long",
                            f"The question is too long; please keep it under {MAX_QUESTION_CHARS} characters.")
@@ -725,7 +726,7 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
             "index_version": components.index_info.get("version"),
         })
 
-    @app.get("/metrics", tags=["service"], include_in_schema=True)
+    @app.get("/metrics", tags=["service"], include_in_schema=True, response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:
         """Prometheus metrics (text exposition format)."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -764,6 +765,12 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(tuple(err.get("loc", ()))[-1:] == ("image",) for err in errors):
+            return error_response(422, "no_image", "Send at least one photo in the multipart field 'image'.")
+        if any(tuple(err.get("loc", ()))[-1:] == ("question",) and err.get("type") == "string_pattern_mismatch"
+               for err in errors):
+            return error_response(422, "empty_question", "The question is empty. Please ask something about mushrooms.")
         problems = "; ".join(
             f"{'.'.join(str(part) for part in err.get('loc', ()) if part != 'body') or 'body'}: {err.get('msg')}"
             for err in exc.errors()
