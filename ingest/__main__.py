@@ -1,4 +1,4 @@
-"""CLI: python -m ingest [run|rollback|status] [--source PATH ...] [--force] [--chroma-path P] [--chroma-url U]"""
+"""CLI: python -m ingest [run|rollback|status|gc] [--source PATH ...] [--force] [--chroma-path P] [--chroma-url U]"""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ def parse_args(argv: list[str] | None = None) -> IngestArgs:
         prog="python -m ingest",
         description="Build, inspect or roll back the knowledge-base index (guides + species catalog).",
     )
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "rollback", "status"],
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "rollback", "status", "gc"],
                         help="run: re-ingest into a new version and switch to it (default); "
-                             "rollback: switch back to the previous version; status: show what is serving")
+                             "rollback: switch back to the previous version; status: show what is serving; "
+                             "gc: remove versions a killed run left half-built")
     parser.add_argument("--source", dest="sources", action="append", type=Path, default=[], metavar="PATH",
                         help="guide file or folder (repeatable; default: GUIDES_DIR, ../shared/data/guides)")
     parser.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
@@ -83,8 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     from ingest import pipeline, store
 
     settings = settings_for(args)
+    if args.command == "gc":
+        try:
+            removed = pipeline.gc(settings)
+        except (pipeline.IngestBusy, store.LeaseHeld) as exc:
+            print(f"Nothing removed: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps({"removed": removed}) if args.json else
+              f"Removed {len(removed)} half-built version(s): {', '.join(removed) or 'none'}.")
+        return 0
+
     if args.command == "status":
         info = store.serving_info(settings)
+        client = store.get_client(settings)
+        info["lease"], info["orphaned_builds"] = store.lease_info(client), store.orphaned_builds(client)
         if args.json:
             print(json.dumps(info, indent=2, default=str))
         elif not info["available"]:
@@ -97,6 +110,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  catalog: {m['catalog_species']} species, {m['catalog_chunks']} chunks; "
                   f"species-tagged chunks: {m['species_tagged']}")
             print(f"  previous (rollback target): {info['previous'] or 'none'}")
+        if not args.json:
+            lease = info["lease"]
+            if lease and lease["live"]:
+                print(f"  a re-ingest is running: {lease.get('host')}, pid {lease.get('pid')}, "
+                      f"since {lease.get('since')}")
+            if info["orphaned_builds"]:
+                print(f"  half-built versions left by a killed run: {', '.join(info['orphaned_builds'])} "
+                      "(`python -m ingest gc` removes them)")
         return 0 if info["available"] else 1
 
     if args.command == "rollback":

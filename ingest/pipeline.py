@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -129,6 +130,29 @@ def ingest_lock(settings, *, blocking: bool = False) -> Iterator[None]:
         _thread_lock.release()
 
 
+@contextmanager
+def build_lease(settings) -> Iterator[store.Lease]:
+    """The re-ingest lease in the index (across replicas and machines); LeaseHeld when taken."""
+    lease = store.Lease(store.get_client(settings), owner=uuid.uuid4().hex, ttl_s=store.LEASE_TTL_S)
+    lease.acquire()
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
+def gc(settings=None) -> list[str]:
+    """Remove versions a killed run left half-built (never while a live lease shows a build running)."""
+    settings = _settings(settings)
+    with ingest_lock(settings), build_lease(settings) as lease:
+        client = store.get_client(settings)
+        removed = []
+        for name in store.orphaned_builds(client, lease_owner=lease.owner):
+            client.delete_collection(name)
+            removed.append(name)
+        return removed
+
+
 # --- sources and manifest --------------------------------------------------------------------
 def default_sources(settings) -> tuple[list[Path], list[str]]:
     """settings.guides_dir when it exists (else a warning: the catalog is ingested alone)."""
@@ -219,9 +243,10 @@ def reingest(
     report = IngestReport()
     started = time.perf_counter()
     try:
-        with ingest_lock(settings):
-            _reingest_locked(settings, report, sources, progress or _no_progress, force, catalog, include_catalog)
-    except IngestBusy as exc:
+        with ingest_lock(settings), build_lease(settings) as lease:
+            _reingest_locked(settings, report, sources, progress or _no_progress, force, catalog, include_catalog,
+                             lease)
+    except (IngestBusy, store.LeaseHeld) as exc:
         report.status, report.error = "busy", str(exc)
     except Exception as exc:  # reported, not raised: the serving version is untouched (see below)
         log.exception("ingest: re-ingest failed")
@@ -236,7 +261,7 @@ def _no_progress(done: int, total: int, stage: str) -> None:
 
 
 def _reingest_locked(settings, report: IngestReport, sources, progress: Progress, force: bool, catalog,
-                     include_catalog: bool) -> None:
+                     include_catalog: bool, lease: store.Lease | None = None) -> None:
     from knowledge_base.catalog import load_catalog
 
     timer = time.perf_counter()
@@ -328,6 +353,8 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
         report.reused_embeddings = len(reused)
         progress(0, len(chunks), "embed")
         for begin in range(0, len(chunks), EMBED_BATCH):
+            if lease is not None:
+                lease.renew()  # still ours: nobody else builds (raises when a lapsed lease was taken over)
             batch = chunks[begin : begin + EMBED_BATCH]
             ids = [c.metadata["chunk_id"] for c in batch]
             todo = [c.page_content for c in batch if c.metadata["chunk_id"] not in reused]
@@ -349,6 +376,8 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
         progress(1, 1, "check")
         lap("check")
 
+        if lease is not None:
+            lease.renew()
         store.write_alias(client, store.Alias(current=name, previous=serving, last_version=version))
     except BaseException:
         _discard_unless_serving(client, name)

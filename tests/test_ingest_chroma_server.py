@@ -184,3 +184,112 @@ def test_failure_midway_leaves_serving_version_and_no_half_collection(settings, 
     assert store.list_versions(fresh) == ["guides_v1"]  # guides_v2 was removed from the server
     assert store.read_alias(fresh).current == "guides_v1"
     assert store.serving_info(settings)["version"] == 1
+
+
+# --- one builder across replicas: the lease in the index ------------------------------------------
+
+def _slow_embedding(monkeypatch, seconds: float) -> None:
+    from ingest.embeddings import MiniLMEmbeddings
+
+    monkeypatch.setattr(pipeline, "EMBED_BATCH", 2)
+    real = MiniLMEmbeddings.embed_documents
+
+    def slow(self, texts):
+        time.sleep(seconds)
+        return real(self, texts)
+
+    monkeypatch.setattr(MiniLMEmbeddings, "embed_documents", slow)
+
+
+def test_a_second_replica_is_refused_while_one_builds(settings, guides, monkeypatch):
+    """A builds in this process; B, another process with its own lock file (a second container),
+    starts 2 s later against the same server: B is refused with a clear message, A is untouched."""
+    import json
+    import threading
+
+    assert _ingest(settings).status == "built"  # v1 serving
+    _slow_embedding(monkeypatch, 0.4)
+    result = {}
+    builder = threading.Thread(target=lambda: result.update(a=_ingest(settings, force=True)))
+    builder.start()
+    time.sleep(2.0)
+    other = subprocess.run(
+        [sys.executable, "-m", "ingest", "run", "--json", "--no-catalog", "--source", str(guides),
+         "--chroma-url", settings.chroma_url],
+        capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    builder.join(timeout=240)
+    report = json.loads(other.stdout)
+    assert other.returncode == 1 and report["status"] == "busy", other.stdout + other.stderr
+    assert "another re-ingest is running" in report["error"]
+    assert result["a"].status == "built", result["a"].error
+    fresh = _fresh_client(settings.chroma_url)
+    assert store.read_alias(fresh).current == "guides_v2" == result["a"].collection
+    assert fresh.get_collection("guides_v2").count() == result["a"].chunks  # nothing deleted under A
+    assert store.lease_info(fresh) is None  # released
+
+
+def test_two_builders_starting_together_get_one_lease(settings):
+    import threading
+
+    outcomes = []
+    barrier = threading.Barrier(2)
+
+    def take():
+        lease = store.Lease(_fresh_client(settings.chroma_url), owner=f"owner-{threading.get_ident()}")
+        barrier.wait()
+        try:
+            lease.acquire()
+            outcomes.append("built")
+        except store.LeaseHeld as exc:
+            outcomes.append(f"busy: {exc}")
+
+    threads = [threading.Thread(target=take) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(o.split(":")[0] for o in outcomes) == ["built", "busy"], outcomes
+
+
+def test_a_killed_build_leaves_an_orphan_that_status_lists_and_gc_removes(settings, guides):
+    """SIGKILL in the middle of an embedding: the serving version keeps serving, the lease lapses,
+    `ingest status` lists the half-built version and `ingest gc` removes it."""
+    import json
+    import signal
+
+    assert _ingest(settings).status == "built"
+    script = (
+        "import time, sys\n"
+        "from ingest import pipeline, store\n"
+        "from ingest.embeddings import MiniLMEmbeddings\n"
+        "store.LEASE_TTL_S = 3\n"
+        "pipeline.EMBED_BATCH = 2\n"
+        "real = MiniLMEmbeddings.embed_documents\n"
+        "def slow(self, texts):\n"
+        "    print('embedding', flush=True); time.sleep(1.0); return real(self, texts)\n"
+        "MiniLMEmbeddings.embed_documents = slow\n"
+        "from ingest.testing import tiny_catalog\n"
+        f"pipeline.reingest(sources=[{str(guides)!r}], force=True, catalog=tiny_catalog())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parent.parent,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "CHROMA_URL": settings.chroma_url})
+    assert proc.stdout.readline().strip() == "embedding"
+    time.sleep(1.5)  # a batch or two written into guides_v2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    fresh = _fresh_client(settings.chroma_url)
+    assert store.read_alias(fresh).current == "guides_v1"  # still serving
+    assert "guides_v2" in store.list_versions(fresh)
+    assert store.orphaned_builds(fresh) == []  # not while its lease is live: it may still be building
+    time.sleep(3.5)  # the killed builder's lease lapses
+    cli = [sys.executable, "-m", "ingest"]
+    status = subprocess.run([*cli, "status", "--json", "--chroma-url", settings.chroma_url], capture_output=True,
+                            text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert json.loads(status.stdout)["orphaned_builds"] == ["guides_v2"], status.stdout + status.stderr
+    gc = subprocess.run([*cli, "gc", "--json", "--chroma-url", settings.chroma_url], capture_output=True,
+                        text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert json.loads(gc.stdout) == {"removed": ["guides_v2"]}, gc.stdout + gc.stderr
+    assert store.list_versions(_fresh_client(settings.chroma_url)) == ["guides_v1"]
