@@ -28,6 +28,7 @@ import asyncio
 import hmac
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -551,6 +552,24 @@ def require_api_key(
         )
 
 
+LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def public_without_key(settings: Settings, host: str) -> str | None:
+    """Why the API must not start (published beyond this machine with no API_KEY), or None.
+
+    API_PUBLIC_BIND (set by Compose from API_BIND) is where the API is reachable; without it, the
+    --host it binds. In a container the entrypoint binds 0.0.0.0, so Compose's loopback default
+    (API_BIND=127.0.0.1) is what lets it start without a key."""
+    exposed = settings.api_public_bind or host
+    if settings.api_key and settings.api_key.get_secret_value():
+        return None
+    if exposed.startswith(LOOPBACK):
+        return None
+    return (f"Refusing to serve on {exposed} without API_KEY: anyone who can reach it could use it. "
+            "Set API_KEY (clients send it as X-API-Key), or publish the API on 127.0.0.1 only.")
+
+
 def max_request_bytes(settings: Settings) -> int:
     return settings.max_image_bytes * settings.max_images_per_observation + MULTIPART_OVERHEAD_BYTES
 
@@ -801,6 +820,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = get_settings()
     level = (args.log_level or settings.log_level).upper()
     setup_logging(level, secret_values(settings))
+    refusal = public_without_key(settings, args.host)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
     log.info("serving on http://%s:%d (API key %s)", args.host, args.port,
              "required" if settings.api_key else "not required")
     # One process per container: scale with replicas (HPA), not uvicorn workers, so each

