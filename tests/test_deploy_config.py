@@ -118,7 +118,8 @@ def test_compose_defaults_are_safe(tmp_path):
     services = json.loads(compose_config(tmp_path, CHROMA_TOKEN="t" * 32).stdout)["services"]
     assert {p["host_ip"] for name in ("api", "telegram-bot") for p in services[name]["ports"]} == {"127.0.0.1"}
     assert services["api"]["environment"]["API_PUBLIC_BIND"] == "127.0.0.1"
-    assert services["chroma"]["environment"]["CHROMA_SERVER_AUTHN_CREDENTIALS"] == "t" * 32
+    assert services["chroma-proxy"]["environment"]["CHROMA_TOKEN"] == "t" * 32
+    assert services["chroma"]["networks"].keys() == {"chroma"}  # reachable only through the proxy
     public = json.loads(compose_config(tmp_path, CHROMA_TOKEN="t" * 32, API_BIND="0.0.0.0").stdout)["services"]
     assert public["api"]["ports"][0]["host_ip"] == "0.0.0.0"
     assert public["api"]["environment"]["API_PUBLIC_BIND"] == "0.0.0.0"  # -> the API then demands API_KEY
@@ -160,7 +161,7 @@ def test_compose_services_and_profiles(tmp_path):
         assert result.returncode == 0, result.stderr
         return set(result.stdout.split())
 
-    assert services() == {"api", "telegram-bot", "discord-bot", "chroma"}
+    assert services() == {"api", "telegram-bot", "discord-bot", "chroma", "chroma-proxy"}
     assert "ingest" in services("--profile", "ingest")
 
 
@@ -171,7 +172,7 @@ def test_compose_wiring():
     for name in ("telegram-bot", "discord-bot"):
         assert services[name]["environment"]["INFERENCE_URL"] == "http://api:8080"
     for name in ("api", "telegram-bot", "discord-bot", "ingest"):
-        assert services[name]["environment"]["CHROMA_URL"] == "http://chroma:8000"
+        assert services[name]["environment"]["CHROMA_URL"] == "http://chroma-proxy:8001"
         assert services[name]["env_file"][0]["path"] == ".env"
     assert services["ingest"]["profiles"] == ["ingest"]
 

@@ -293,3 +293,63 @@ def test_a_killed_build_leaves_an_orphan_that_status_lists_and_gc_removes(settin
                         text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert json.loads(gc.stdout) == {"removed": ["guides_v2"]}, gc.stdout + gc.stderr
     assert store.list_versions(_fresh_client(settings.chroma_url)) == ["guides_v1"]
+
+
+# --- Chroma behind the Compose token proxy (docker/chroma-proxy) ----------------------------------
+
+@pytest.fixture()
+def token_proxy(chroma_server, tmp_path):
+    """The Compose proxy's nginx template, rendered as its image would and run by a real nginx."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx is None:
+        pytest.skip("nginx is not installed")
+    token, port = "proxy-test-token-0123456789", _free_port()
+    template = (Path(__file__).resolve().parent.parent / "docker" / "chroma-proxy" / "default.conf.template")
+    values = {"CHROMA_TOKEN": token, "CHROMA_PROXY_PORT": f"{HOST}:{port}",
+              "CHROMA_UPSTREAM": urlparse(chroma_server).netloc}
+    server = template.read_text()
+    for name, value in values.items():  # envsubst of the CHROMA_ variables only, as NGINX_ENVSUBST_FILTER says
+        server = server.replace("${" + name + "}", value)
+    assert "${" not in server
+    for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / folder).mkdir()
+    conf = tmp_path / "nginx.conf"
+    # Started as root (CI), nginx would run its workers as "nobody", who cannot enter pytest's tmp dir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(
+        f"{user}worker_processes 1; daemon off; pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;\n"
+        "events {}\n"
+        f"http {{ access_log off; client_body_temp_path {tmp_path}/body; proxy_temp_path {tmp_path}/proxy; "
+        f"fastcgi_temp_path {tmp_path}/fastcgi; uwsgi_temp_path {tmp_path}/uwsgi; scgi_temp_path {tmp_path}/scgi;\n"
+        f"{server}\n}}\n")
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(tmp_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((HOST, port)) == 0:
+                break
+        time.sleep(0.1)
+    else:
+        _stop(proc)
+        pytest.skip(f"nginx did not start: {(tmp_path / 'error.log').read_text(errors='replace')[-300:]}")
+    yield f"http://{HOST}:{port}", token
+    _stop(proc)
+
+
+def test_the_token_proxy_admits_only_the_token(token_proxy, settings, guides, monkeypatch):
+    import chromadb
+
+    url, token = token_proxy
+    parsed = urlparse(url)
+    with pytest.raises(ValueError, match="CHROMA_TOKEN is required"):  # refused at the first request
+        chromadb.HttpClient(host=parsed.hostname, port=parsed.port,
+                            settings=chromadb.Settings(anonymized_telemetry=False)).list_collections()
+    # The pipeline through the proxy, with the token from the settings (CHROMA_TOKEN).
+    monkeypatch.setenv("CHROMA_URL", url)
+    monkeypatch.setenv("CHROMA_TOKEN", token)
+    through_proxy = Settings(GUIDES_DIR=settings.guides_dir, LLM_BASE_URL=None)
+    report = _ingest(through_proxy)
+    assert report.status == "built", report.error
+    assert store.serving_info(through_proxy)["available"]
+    assert store.read_alias(_fresh_client(settings.chroma_url)).current == report.collection  # it is the server
