@@ -14,9 +14,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import math
 import re
+import time
+from pathlib import Path
 
 import discord
 from discord import app_commands
@@ -65,6 +69,9 @@ def is_image(attachment: discord.Attachment) -> bool:
     return content_type.startswith("image/") or attachment.filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
+HEALTH_EVERY_S = 30.0
+
+
 class DiscordFrontDoor:
     def __init__(self, core: BotCore, settings: Settings, *, sync: bool = False) -> None:
         self.core = core
@@ -85,12 +92,33 @@ class DiscordFrontDoor:
     # --- start-up ----------------------------------------------------------------------
     async def _setup_hook(self) -> None:
         self.client.add_dynamic_items(CoreButton)
+        self._health_task = asyncio.create_task(self._report_gateway_health())
         if self.sync:
             commands = await self.tree.sync()
             log.info("synced %d slash commands with Discord", len(commands))
 
     async def on_ready(self) -> None:
         log.info("connected to Discord as %s", self.client.user)
+        self.mark_alive_if_connected()
+
+    def mark_alive_if_connected(self) -> bool:
+        """Touch the health file when the gateway connection is up (ready, open, with a measured
+        heartbeat latency). A stale file tells the liveness probe that the bot lost Discord."""
+        client = self.client
+        connected = client.is_ready() and not client.is_closed() and math.isfinite(client.latency)
+        if connected:
+            path = Path(self.settings.discord_health_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{time.time():.0f}\n", encoding="utf-8")
+        return connected
+
+    async def _report_gateway_health(self) -> None:
+        while True:
+            try:
+                self.mark_alive_if_connected()
+            except OSError as error:
+                log.warning("could not write the Discord health file: %s", error)
+            await asyncio.sleep(HEALTH_EVERY_S)
 
     def is_admin(self, user: discord.abc.User) -> bool:
         return str(user.id) in self.settings.discord_admins

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     discord_bot_token: SecretStr | None = Field(default=None, alias="DISCORD_BOT_TOKEN")
     discord_admin_ids: str = Field(default="", alias="DISCORD_ADMIN_IDS")
     discord_sharded: bool = Field(default=False, alias="DISCORD_SHARDED")
+    # Touched every 30 s while the Discord gateway is connected; the liveness probe checks its age.
+    discord_health_file: Path = Field(default=DEFAULT_VAR_DIR / "discord-alive", alias="DISCORD_HEALTH_FILE")
 
     # --- model ----------------------------------------------------------------------
     # Empty means the bundled release in vision_model/release.

@@ -83,6 +83,7 @@ async def discord_bot(tmp_path, deadly_model, monkeypatch):
     state.application_id = 123
     await door._setup_hook()
     yield door, fake, state
+    door._health_task.cancel()
     door.core.close()
 
 
@@ -186,3 +187,29 @@ async def test_more_button_gives_the_rest_of_the_answer(discord_bot):
     door, fake, state = discord_bot
     texts = await press_under_a_photo_reply(fake, state, "More")
     assert "Check in the field" in texts[-1] and "volva" in texts[-1].lower()
+
+
+async def test_the_health_file_follows_the_gateway_connection(discord_bot, monkeypatch):
+    """The liveness probe's input: touched while connected, left to go stale when not."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    door, fake, state = discord_bot
+    health = Path(door.settings.discord_health_file)
+    probe = [sys.executable, str(Path(__file__).resolve().parent.parent / "docker" / "healthcheck.py"),
+             "--file", str(health), "--max-age", "60"]
+    monkeypatch.setattr(door.client, "is_ready", lambda: False)
+    assert not door.mark_alive_if_connected() and not health.exists()
+    assert subprocess.run(probe, capture_output=True).returncode == 1  # never connected: unhealthy
+    monkeypatch.setattr(door.client, "is_ready", lambda: True)
+    monkeypatch.setattr(type(door.client), "latency", property(lambda self: 0.08))
+    assert door.mark_alive_if_connected() and health.exists()
+    assert subprocess.run(probe, capture_output=True).returncode == 0
+    import os
+    import time
+
+    os.utime(health, (time.time() - 600, time.time() - 600))  # the gateway dropped ten minutes ago
+    monkeypatch.setattr(type(door.client), "latency", property(lambda self: float("inf")))
+    assert not door.mark_alive_if_connected()
+    assert subprocess.run(probe, capture_output=True).returncode == 1
