@@ -405,9 +405,8 @@ class Components:
             log.warning("could not open the new index %s: %s", info.get("collection"), error)
             return
         if getattr(answerer, "retriever", None) is not None:
+            self._publish_index(info)  # first the version, then the answerer: /readyz never sees one without the other
             self.answerer = answerer  # one reference swap: requests in flight keep the old one
-            self.index_info = {}
-            self._after_load()
             log.info("now serving index %s", self.index_info.get("collection"))
 
     def _load_until_ready(self) -> None:
@@ -446,6 +445,9 @@ class Components:
         from knowledge_base.answer import Answerer
 
         answerer = Answerer.from_settings(self.settings)
+        if getattr(answerer, "retriever", None) is not None:
+            # The version before the answerer: once the answerer is in, /readyz says ready and names it.
+            self._publish_index(read_index_info(self.settings))
         if self.answerer is None or getattr(answerer, "retriever", None) is not None:
             self.answerer = answerer
         if not self.index_loaded:
@@ -457,10 +459,12 @@ class Components:
         self.metrics.ready.labels("index").set(1 if self.index_loaded else 0)
         if self.classifier is not None:
             self.metrics.model_info.info({"version": str(getattr(self.classifier, "version", "unknown"))})
-        if self.index_loaded and not self.index_info:
-            self.index_info = read_index_info(self.settings)
-            labels = {key: str(self.index_info.get(key)) for key in INDEX_INFO_LABELS}
-            self.metrics.index_info.info(labels)
+        if self.index_loaded and not self.index_info:  # an injected answerer
+            self._publish_index(read_index_info(self.settings))
+
+    def _publish_index(self, info: dict[str, Any]) -> None:
+        self.index_info = info
+        self.metrics.index_info.info({key: str(info.get(key)) for key in INDEX_INFO_LABELS})
 
 
 def inference_threads() -> int | None:
