@@ -67,6 +67,7 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
         "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.sqlite3'}",
         "CHROMA_PATH": str(tmp_path / "chroma"),
         "GUIDES_DIR": str(tmp_path / "guides"),
+        "DISCORD_HEALTH_FILE": str(tmp_path / "discord-alive"),
         "TELEGRAM_ADMIN_IDS": "1001",
         "DISCORD_ADMIN_IDS": "2001",
     }
