@@ -31,7 +31,7 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", build_app())
 
 @schema.parametrize()
 # derandomize: the same examples on every run, so CI is reproducible (vary --hypothesis-seed by hand).
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms_to_its_schema(case):
     # Every check, the authentication ones included: Schemathesis also sends the requests without
     # the key, and with a wrong one, and expects them refused.

@@ -32,7 +32,8 @@ TEXT = st.one_of(
     st.lists(st.one_of(WORDS, st.text(max_size=12)), max_size=20).map(" ".join),
     st.text(max_size=50).map(lambda t: t * 200),  # long
 )
-PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = settings(max_examples=120, deadline=None, database=None,  # no example database in the checkout
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
