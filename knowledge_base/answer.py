@@ -471,7 +471,8 @@ class Answerer:
         if photo.abstained:
             photo_line += " " + say(phrases.NOT_RELIABLE, lang)
         could_be = candidates_sentence(photo, candidates, self._name_list(candidates, lang), lang)
-        looks = say(phrases.LOOKS_LIKE, lang, name=self._local_name(photo.top, lang)) if photo.top else ""
+        looks = (say(phrases.LOOKS_LIKE, lang, name=self._local_name(photo.top, lang))
+                 if photo.top and photo.top not in candidates else "")
         direct = {"deadly": "yes_deadly", "poisonous": "yes"}.get(verdict, "maybe")
         if res.intent == CAN_EAT or res.intent in (COOKING, ALCOHOL):
             lead = [say(phrases.SAFE_THEN, lang) if _SO_SAFE.search(res.question) else say(phrases.NO_EAT, lang),
