@@ -208,7 +208,7 @@ def test_a_second_replica_is_refused_while_one_builds(settings, guides, monkeypa
     import threading
 
     assert _ingest(settings).status == "built"  # v1 serving
-    _slow_embedding(monkeypatch, 0.4)
+    _slow_embedding(monkeypatch, 1.0)  # about 14 s of building: B must start (and import) within it
     result = {}
     builder = threading.Thread(target=lambda: result.update(a=_ingest(settings, force=True)))
     builder.start()
