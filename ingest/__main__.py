@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> IngestArgs:
 
 
 def settings_for(args: IngestArgs):
-    from bot.settings import get_settings
+    from config import get_settings
 
     settings = get_settings()
     update = {}

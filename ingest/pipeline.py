@@ -102,7 +102,7 @@ class IngestReport:
 # --- locking ---------------------------------------------------------------------------------
 def lock_path(settings) -> Path:
     if settings.chroma_url:
-        from bot.settings import DEFAULT_VAR_DIR
+        from config import DEFAULT_VAR_DIR
 
         return DEFAULT_VAR_DIR / "ingest.lock"
     path = Path(settings.chroma_path)
@@ -217,7 +217,7 @@ def verify_collection(collection, chunks, catalog, embeddings) -> str:
 # --- the pipeline ----------------------------------------------------------------------------
 def _settings(settings):
     if settings is None:
-        from bot.settings import get_settings
+        from config import get_settings
 
         settings = get_settings()
     return settings

@@ -48,7 +48,7 @@ class NoIndexError(RuntimeError):
 
 def _settings(settings=None):
     if settings is None:
-        from bot.settings import get_settings
+        from config import get_settings
 
         settings = get_settings()
     return settings

@@ -30,7 +30,7 @@ def _open_answerer(catalog_only: bool):
 
     if catalog_only:
         return Answerer(None)
-    from bot.settings import get_settings
+    from config import get_settings
 
     settings = get_settings()
     try:

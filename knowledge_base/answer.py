@@ -291,7 +291,7 @@ class Answerer:
     @classmethod
     def from_settings(cls, settings=None) -> Answerer:
         """Open the serving collection (catalog-only answers when there is no index yet)."""
-        from bot.settings import get_settings
+        from config import get_settings
 
         settings = settings or get_settings()
         retriever = None

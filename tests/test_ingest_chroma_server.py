@@ -97,7 +97,7 @@ def settings(chroma_server, tmp_path, monkeypatch):
     monkeypatch.setenv("CHROMA_URL", chroma_server)
     # With CHROMA_URL the ingest lock file lives in var/; keep it in tmp so we never contend
     # with another engineer's real re-ingest.
-    monkeypatch.setattr("bot.settings.DEFAULT_VAR_DIR", tmp_path / "var")
+    monkeypatch.setattr("config.DEFAULT_VAR_DIR", tmp_path / "var")
     settings = Settings(GUIDES_DIR=tmp_path / "guides", LLM_BASE_URL=None)
     assert settings.chroma_url == chroma_server
     client = store.get_client(settings)

@@ -145,7 +145,7 @@ def _arguments_for(entry, namespace: argparse.Namespace):
 def _default_model_dir() -> Path | None:
     """--model, else MODEL_DIR from the settings (environment / .env), else the bundled release."""
     try:
-        from bot.settings import get_settings
+        from config import get_settings
 
         return get_settings().model_dir
     except Exception:  # settings unavailable (e.g. vision-only install): bundled release
