@@ -263,10 +263,7 @@ class BotCore:
             text = f"{event.text} {event.args}"
             found = triage(text)
             if found is not None:  # never rate-limit first aid: the fixed sentences cost nothing
-                lang = detect_language(text)
-                first_aid = phrases.FIRST_AID_PET if found.pet else phrases.FIRST_AID
-                return Outcome([Reply(f"{phrases.say(first_aid, lang)} {phrases.say(phrases.DELAYED, lang)}")],
-                               "rate_limited")
+                return Outcome([Reply(phrases.first_aid_alone(found.pet, detect_language(text)))], "rate_limited")
             return Outcome([Reply(say.MESSAGES_RATE_LIMITED.format(seconds=wait))], "rate_limited")
         if event.button:
             return await self._button(event)
@@ -417,9 +414,7 @@ class BotCore:
             if found is None:
                 raise
             log.exception("answering a possible poisoning failed: sending first aid alone")
-            lang = detect_language(question)
-            first_aid = phrases.FIRST_AID_PET if found.pet else phrases.FIRST_AID
-            return Outcome([Reply(f"{phrases.say(first_aid, lang)} {phrases.say(phrases.DELAYED, lang)}")], "error")
+            return Outcome([Reply(phrases.first_aid_alone(found.pet, detect_language(question)))], "error")
 
     async def _answer_question(self, event: Event, question: str, ident: StoredIdentification | None) -> Outcome:
         idents = await self._io(self.memory.recent_identifications, event.platform, event.chat_id)

@@ -36,8 +36,8 @@ from knowledge_base.resolve import (
     FIRST_AID as FIRST_AID_INTENT,
 )
 from knowledge_base.retrieval import HybridRetriever, Passage, tokenize
-from knowledge_base.topics import Toxin, genus_species, species_with_toxin
-from knowledge_base.triage import Triage
+from knowledge_base.topics import TOXINS, Toxin, genus_species, species_with_toxin
+from knowledge_base.triage import Triage, mentions_child_or_pet
 
 UNSURE_BELOW = 0.5  # a top guess below this probability is not described as the photo's species
 
@@ -660,7 +660,7 @@ class Answerer:
         else:  # GENERAL
             body = [p.edibility_note, self._toxins(p), self._features(p), self._habitat(p),
                     self._lookalikes(p, [], dangerous_only=True)]
-        if _CHILD_OR_PET.search(res.question):
+        if mentions_child_or_pet(res.question):
             body.insert(0, say(phrases.CHILDREN_PETS, lang))
         outdated, guide = self._outdated_note(p, passages)
         warned = bool(outdated)
@@ -857,14 +857,7 @@ class Answerer:
         return out[:3]
 
 
-_CHILD_OR_PET = re.compile(r"\b(child|children|kids?|toddler|baby|dogs?|cats?|pets?|puppy|kinder|kind|hund|katze"
-                           r"|enfants?|chiens?|chats?|ninos?|perros?|gatos?|bambin[io]|can[ie]|gatt[io]|kinderen|hond"
-                           r"|katten?)\b", re.I)
-
-
 def _toxins_of(p: SpeciesProfile):
-    from knowledge_base.topics import TOXINS
-
     for toxin in TOXINS:
         if any(term in t.lower() for t in p.toxins for term in toxin.catalog_terms):
             yield toxin

@@ -209,6 +209,11 @@ CHILDREN_PETS = {
 }
 
 
+def first_aid_alone(pet: bool, lang: str) -> str:
+    """First aid with nothing else (when the answerer cannot be reached or the user is rate-limited)."""
+    return f"{say(FIRST_AID_PET if pet else FIRST_AID, lang)} {say(DELAYED, lang)}"
+
+
 def say(table: dict, lang: str, **values) -> str:
     """A sentence of `table` in `lang` (English where it has none), with values filled in."""
     text = table.get(lang) or table["en"]

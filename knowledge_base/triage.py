@@ -76,7 +76,7 @@ _SOMEONE_OR_WHEN = re.compile(
     r"|yo|mi|mis|tengo|tiene|esta|estoy|hace|ahora|horas?|ayer|despues|perro|gato|nino|nina|hijo|hija"
     r"|io|ho|ha|sto|sta|mio|mia|fa|ora|ore|dopo|ieri|cane|gatto|bambin\w|figli\w"
     r"|ik|mijn|heb|heeft|geleden|nu|uur|sinds|gisteren|na|hond|kat|kind|zoon|dochter)\b", _I)
-_PET = re.compile(r"\b(dog|dogs|puppy|cat|cats|kitten|pet|horse|hund|hundin|welpe|katze|kater|haustier|pferd|chien|chienne"
+_PET = re.compile(r"\b(dog|dogs|puppy|cat|cats|kitten|pet|pets|horse|hunde|chiens|chats|perros|gatos|cani|gatti|honden|katten|hund|hundin|welpe|katze|kater|haustier|pferd|chien|chienne"
                   r"|chiot|chat|chaton|cheval|perro|perra|perrito|gato|gata|gatito|caballo|cane|cagnolino|gatto|gattino"
                   r"|cavallo|hond|pup|puppy|kat|poes|paard)\b", _I)
 _CHILD = re.compile(r"\b(child|children|kid|kids|son|daughter|toddler|baby|boy|girl|kind|kinder|kleinkind|sohn|tochter"
@@ -85,6 +85,12 @@ _CHILD = re.compile(r"\b(child|children|kid|kids|son|daughter|toddler|baby|boy|g
 _HOURS = re.compile(r"\b(\d+(?:[.,]\d+)?)\s*(h|hr|hrs|hours?|std|stunden?|heures?|horas?|ore|uur)\b", _I)
 _LATE = re.compile(r"\b(yesterday|last night|gestern|hier soir|hier|ayer|anoche|ieri|gisteren|days? ago|tage|jours"
                    r"|dias|giorni|dagen)\b", _I)
+
+
+def mentions_child_or_pet(text: str) -> bool:
+    """A child or an animal is named ("is it dangerous for dogs?"), in any of the six languages."""
+    folded = fold(text)
+    return bool(_PET.search(folded) or _CHILD.search(folded))
 
 
 @dataclass(frozen=True)
