@@ -16,13 +16,8 @@ overhead around a near-free model, and the JSON says so).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import io
-import json
 import os
-import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -30,83 +25,19 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
 
-DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "images"
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "api.json"
+from benchmarks import support
+from benchmarks.support import option
 
 
 @dataclass
-class BenchArgs:
+class BenchArgs(support.PhotoArgs):  # --model, --images
     requests: int = 200
     concurrency: int = 8
-    model: str | None = None  # model directory; None: bundled release, else a tiny model
-    images: str = str(DEFAULT_IMAGES)
     warmup: int = 8
-    rounds: int = 3
-    out: str = str(DEFAULT_OUT)
-
-
-def parse_args(argv: list[str] | None = None) -> BenchArgs:
-    defaults = BenchArgs()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=defaults.requests)
-    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
-    parser.add_argument("--model", default=defaults.model, help="model directory (default: bundled, else tiny)")
-    parser.add_argument("--images", default=defaults.images, help="folder of <label>/*.jpg photos")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup)
-    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="alternating rounds; median kept")
-    parser.add_argument("--out", default=defaults.out)
-    return BenchArgs(**vars(parser.parse_args(argv)))
-
-
-def load_photos(folder: Path, count: int) -> tuple[list[bytes], str]:
-    """`count` photo files (as bytes), spread over the species folders; generated if none."""
-    paths = sorted(folder.glob("*/*.jpg")) if folder.is_dir() else []
-    if paths:
-        step = max(1, len(paths) // count)
-        chosen = (paths[::step] * (count // max(1, len(paths[::step])) + 1))[:count]
-        return [p.read_bytes() for p in chosen], f"real photos from {folder}"
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    photos = []
-    for _ in range(count):
-        pixels = rng.integers(0, 256, size=(256, 320, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
-        photos.append(buffer.getvalue())
-    return photos, "generated 320x256 noise JPEGs"
-
-
-def load_classifier(model: str | None, tmp: Path):
-    from vision_model.classifier import Classifier
-    from vision_model.release import bundled_model_available
-
-    if model:
-        return Classifier.load(model), f"model at {model}"
-    if bundled_model_available():
-        return Classifier.load(None), "bundled release"
-    from vision_model.testing import make_tiny_model_dir
-
-    model_dir = make_tiny_model_dir(tmp / "tiny-model")
-    return Classifier.load(model_dir, cache_dir=tmp / "onnx"), "TINY random model (no bundled release yet)"
-
-
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    ordered = sorted(latencies)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-    return {
-        "p50_ms": round(pick(0.50) * 1000, 2),
-        "p95_ms": round(pick(0.95) * 1000, 2),
-        "mean_ms": round(statistics.fmean(ordered) * 1000, 2),
-    }
+    rounds: int = option(3, "alternating rounds; median kept")
+    out: str = str(support.RESULTS / "api.json")
 
 
 class LoopbackServer:
@@ -164,11 +95,7 @@ async def load_run(url: str, photos: list[bytes], concurrency: int, progress) ->
 
 
 def summary(latencies: list[float], elapsed: float, **extra: object) -> dict:
-    return {"throughput_rps": round(len(latencies) / elapsed, 2), **percentiles(latencies), **extra}
-
-
-def median_run(runs: list[dict]) -> dict:
-    return sorted(runs, key=lambda run: run["throughput_rps"])[len(runs) // 2]
+    return {"throughput_rps": round(len(latencies) / elapsed, 2), **support.latency_ms(latencies), **extra}
 
 
 def in_process_run(classifier, photos: list[bytes], threads: int) -> tuple[list[float], float]:
@@ -195,11 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
     from bot.settings import Settings
     from knowledge_base.answer import Answerer
 
-    args = parse_args(argv)
+    args = support.parse_args(BenchArgs, argv, __doc__)
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp_name:
         tmp = Path(tmp_name)
-        classifier, model_note = load_classifier(args.model, tmp)
-        photos, photo_note = load_photos(Path(args.images), args.requests)
+        classifier, model_note = support.load_classifier(args.model, tmp)
+        photos, photo_note = support.load_photos(Path(args.images), args.requests)
         settings = Settings(_env_file=None, CHROMA_PATH=str(tmp / "chroma"))
         app = create_app(settings, classifier=classifier, answerer=Answerer(None))
 
@@ -220,13 +147,14 @@ def main(argv: list[str] | None = None) -> dict:
                 runs["sequential"].append(summary(*in_process_run(classifier, photos, 1)))
                 runs["threads"].append(summary(*in_process_run(classifier, photos, args.concurrency)))
 
-    api, local, threaded = (median_run(runs[key]) for key in ("api", "sequential", "threads"))
+    api, local, threaded = (support.median_by(runs[key], lambda run: run["throughput_rps"])
+                            for key in ("api", "sequential", "threads"))
     result = {
         "benchmark": "HTTP API /v1/identify on loopback vs Classifier.identify in-process",
         "config": asdict(args),
         "model": f"{model_note} (version {classifier.version}, backend {classifier.backend})",
         "photos": photo_note,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs visible (shared with other jobs)",
+        "machine": support.machine(note="CPUs shared with other jobs"),
         "api": api,
         "in_process_sequential": local,
         f"in_process_{args.concurrency}_threads": threaded,
@@ -242,10 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         "note": "API latency includes queueing: requests in flight wait for the one classifier, which "
         "runs one batch at a time on all cores.",
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2))
+    support.write_result(args.out, result)
     return result
 
 

@@ -9,48 +9,33 @@ store, independent of how loaded the machine is.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
+
+from benchmarks import support
+from benchmarks.support import option
 
 
 @dataclass
 class BenchArgs:
     repeats: int = 3
-    torch_threads: int | None = None
-    out: Path = ROOT / "benchmarks" / "results" / "ask.json"
-
-
-def cpu_info() -> dict:
-    """CPU model and the vector extensions that change ratios several-fold between machines."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
-                 platform.processor() or platform.machine())
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "amx": "amx_tile" in flags}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    torch_threads: int | None = option(None, "torch.set_num_threads (default: torch's)")
+    out: Path = support.RESULTS / "ask.json"
 
 
 def summary(values: list[float]) -> dict:
-    return {"n": len(values), "p50_ms": round(1000 * statistics.median(values), 2),
-            "p95_ms": round(1000 * percentile(values, 0.95), 2), "mean_ms": round(1000 * statistics.fmean(values), 2)}
+    return {"n": len(values), **support.latency_ms(values)}
 
 
-def main(args: BenchArgs) -> dict:
+def main(argv=None) -> dict:
     from tqdm import tqdm
 
+    args = support.parse_args(BenchArgs, argv, __doc__)
     if args.torch_threads:
         import torch
 
@@ -96,25 +81,18 @@ def main(args: BenchArgs) -> dict:
         "answerer_open_s": round(open_s, 2),
         "ask": summary(ask_t), "raw_chroma": summary(raw_t),
         "ratio_p50": round(statistics.median(ask_t) / statistics.median(raw_t), 2),
-        "ratio_p95": round(percentile(ask_t, 0.95) / percentile(raw_t, 0.95), 2),
+        "ratio_p95": round(support.percentile(ask_t, 0.95) / support.percentile(raw_t, 0.95), 2),
         "questions_with_retrieval": {
             "ask": summary(ask_r), "raw_chroma": summary(raw_r),
             "ratio_p50": round(statistics.median(ask_r) / statistics.median(raw_r), 2),
-            "ratio_p95": round(percentile(ask_r, 0.95) / percentile(raw_r, 0.95), 2),
+            "ratio_p95": round(support.percentile(ask_r, 0.95) / support.percentile(raw_r, 0.95), 2),
         } if ask_r else None,
-        "machine": {"python": platform.python_version(), "cpu": cpu_info()},
+        "machine": support.machine(),
         "args": {k: str(v) for k, v in asdict(args).items()},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    support.write_result(args.out, result)
     return result
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=BenchArgs.repeats)
-    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--out", type=Path, default=BenchArgs.out)
-    ns = parser.parse_args()
-    main(BenchArgs(repeats=ns.repeats, torch_threads=ns.torch_threads, out=ns.out))
+    main()

@@ -15,11 +15,8 @@ the offline dinov2-small-imgfocus backbone with a random 261-class head (float32
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import platform
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,22 +24,23 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
+
+from benchmarks import support
+from benchmarks.support import ROOT, SHARED, option
+
 STAND_IN_DIR = ROOT / "var" / "bench" / "dinov2-small-random261"
 
 
 @dataclass
-class BenchArgs:
-    model: str | None = None  # model directory; default: the release, else the stand-in
-    images: str = str(SHARED / "images")
-    n_single: int = 24  # photos timed one by one (batch 1)
-    n_batch: int = 32  # photos timed in batches
+class BenchArgs(support.PhotoArgs):  # --images
+    model: str | None = option(None, "model directory (default: the bundled release, else the stand-in)")
+    n_single: int = option(24, "photos timed one by one (batch 1)")
+    n_batch: int = option(32, "photos timed in batches")
     batch_size: int = 16
-    backends: str = "onnx,onnx-int8"  # Classifier backends to compare with the pipeline
-    threads: str = "0,1"  # thread settings to run, each for torch AND ONNX Runtime; 0 = library default
-    out: str = str(ROOT / "benchmarks" / "results" / "classifier.json")
+    backends: str = option("onnx,onnx-int8", "Classifier backends to compare with the pipeline")
+    threads: str = option("0,1", "thread settings to run, each for torch AND ONNX Runtime; 0 = library default")
+    out: str = str(support.RESULTS / "classifier.json")
 
 
 def build_stand_in(path: Path = STAND_IN_DIR) -> Path:
@@ -72,20 +70,18 @@ def build_stand_in(path: Path = STAND_IN_DIR) -> Path:
 
 def pick_photos(images_dir: Path, n: int) -> list[str]:
     """n photos spread over the species folders, deterministic."""
-    paths = sorted(images_dir.glob("*/*.jpg"))
+    paths = support.photo_paths(images_dir, n)
     if not paths:
         raise SystemExit(f"no photos under {images_dir}")
-    step = max(1, len(paths) // n)
-    return [str(p) for p in paths[::step][:n]]
+    return [str(p) for p in paths]
 
 
 def summarise(latencies: list[float]) -> dict:
-    ordered = sorted(latencies)
     return {
         "photos": len(latencies),
         "throughput_per_s": round(len(latencies) / sum(latencies), 3),
-        "latency_p50_ms": round(1000 * statistics.median(ordered), 1),
-        "latency_p95_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
+        "latency_p50_ms": round(1000 * support.percentile(latencies, 0.50), 1),
+        "latency_p95_ms": round(1000 * support.percentile(latencies, 0.95), 1),
     }
 
 
@@ -165,17 +161,11 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
     }
 
 
-def main(args: BenchArgs) -> dict:
+def main(argv=None) -> dict:
     from transformers import pipeline
 
-    from vision_model.release import BUNDLED_MODEL_DIR, bundled_model_available
-
-    if args.model:
-        model_dir = Path(args.model)
-    elif bundled_model_available():
-        model_dir = BUNDLED_MODEL_DIR
-    else:
-        model_dir = build_stand_in()
+    args = support.parse_args(BenchArgs, argv, __doc__)
+    model_dir = support.choose_model(args.model)[0] or build_stand_in()
     photos_single = pick_photos(Path(args.images), args.n_single)
     photos_batch = pick_photos(Path(args.images), args.n_batch)
     load_before = os.getloadavg()
@@ -196,30 +186,18 @@ def main(args: BenchArgs) -> dict:
         "what": "vision_model.Classifier vs transformers.pipeline('image-classification'), same model, same process",
         "model_dir": str(model_dir.relative_to(ROOT) if model_dir.is_relative_to(ROOT) else model_dir),
         "args": asdict(args) | {"images": "shared/data/images", "out": None},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-            "note": "shared machine: other processes ran during the measurement (see load averages)",
-        },
+        "machine": support.machine(
+            load_average_before=[round(x, 2) for x in load_before],
+            load_average_after=[round(x, 2) for x in os.getloadavg()],
+            note="shared machine: other processes ran during the measurement (see load averages)",
+        ),
         "pipeline_load_seconds": round(pipeline_load, 2),
         "runs": runs,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    support.write_result(args.out, report, echo=False)
+    print(json.dumps({"machine": report["machine"], "runs": report["runs"]}, indent=2))
     return report
 
 
-def parse_args(argv: list[str] | None = None) -> BenchArgs:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for name, default in asdict(BenchArgs()).items():
-        kind = int if isinstance(default, int) else str
-        parser.add_argument(f"--{name}", type=kind, default=default)
-    return BenchArgs(**vars(parser.parse_args(argv)))
-
-
 if __name__ == "__main__":
-    report = main(parse_args())
-    print(json.dumps({"machine": report["machine"], "runs": report["runs"]}, indent=2))
+    main()

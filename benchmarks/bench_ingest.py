@@ -12,40 +12,26 @@ is the stable one. The model is loaded (and warmed) before anything is timed.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
+
+from benchmarks import support
+from benchmarks.support import option
 
 
 @dataclass
 class BenchArgs:
-    guides: Path | None = None  # default: settings.guides_dir
-    raw_fraction: float = 0.25  # share of the chunk texts embedded alone for the baseline
-    no_catalog: bool = False
-    catalog_limit: int = 0  # >0: only the first N catalog species (a quick run on a busy machine)
-    out: Path = ROOT / "benchmarks" / "results" / "ingest.json"
-
-
-def parse_args(argv=None) -> BenchArgs:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--guides", type=Path, default=None, help="guides folder or one guide file (default: GUIDES_DIR)")
-    p.add_argument("--raw-fraction", type=float, default=0.25, help="share of chunks in the raw-embedding baseline")
-    p.add_argument("--no-catalog", action="store_true", help="guides only")
-    p.add_argument("--catalog-limit", type=int, default=0, help="only the first N catalog species (0: all)")
-    p.add_argument("--out", type=Path, default=BenchArgs.out)
-    ns = p.parse_args(argv)
-    return BenchArgs(guides=ns.guides, raw_fraction=ns.raw_fraction, no_catalog=ns.no_catalog,
-                     catalog_limit=ns.catalog_limit, out=ns.out)
+    guides: Path | None = option(None, "guides folder or one guide file (default: GUIDES_DIR)")
+    raw_fraction: float = option(0.25, "share of chunks in the raw-embedding baseline")
+    no_catalog: bool = option(False, "guides only")
+    catalog_limit: int = option(0, "only the first N catalog species (0: all; a quick run on a busy machine)")
+    out: Path = support.RESULTS / "ingest.json"
 
 
 class Clock:
@@ -59,13 +45,13 @@ class Clock:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args = support.parse_args(BenchArgs, argv, __doc__)
     from bot.settings import get_settings
     from ingest import pipeline
     from ingest.chunking import chunk_documents
-    from ingest.embeddings import default_embeddings
     from ingest.loaders import catalog_documents, load_paths
     from knowledge_base.catalog import Catalog, default_catalog
+    from knowledge_base.embeddings import default_embeddings
 
     settings = get_settings()
     guides = args.guides or settings.guides_dir
@@ -108,8 +94,7 @@ def main(argv=None) -> int:
     result = {
         "what": "end-to-end reingest (load+chunk+embed+write+check+switch) vs MiniLM embed_documents alone",
         "args": {k: str(v) for k, v in asdict(args).items()},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "loadavg_start": load_start, "loadavg_end": os.getloadavg()},
+        "machine": support.machine(loadavg_start=load_start, loadavg_end=os.getloadavg()),
         "ingest": {
             "chunks": report.chunks,
             "chars": report.chars,
@@ -138,9 +123,7 @@ def main(argv=None) -> int:
         result["ingest"]["chunks_per_s"] / result["raw_embedding"]["chunks_per_s"], 3)
     result["ratio_ingest_over_raw_cpu"] = round(
         result["ingest"]["chunks_per_cpu_s"] / result["raw_embedding"]["chunks_per_cpu_s"], 3)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    support.write_result(args.out, result)
     return 0
 
 

@@ -11,19 +11,27 @@ bf16 steps alternate so that other load hits both alike. Writes benchmarks/resul
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("SHARED_DATA", ROOT.parent / "shared" / "data"))
-BACKBONE = SHARED / "weights" / "dinov2-small-imgfocus"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository root
+
+from benchmarks import support
+from benchmarks.support import option
+
+BACKBONE = support.SHARED / "weights" / "dinov2-small-imgfocus"
+
+
+@dataclass
+class BenchArgs:
+    steps: int = option(6, "timed steps per setting (after one warm-up)")
+    frozen: str = option("4,2", "frozen_layers settings to time")
+    batch_size: int = 32
+    out: str = str(support.RESULTS / "train_step.json")
 
 
 def build(frozen_layers: int, num_labels: int = 261):
@@ -52,15 +60,10 @@ def timed_step(model, trainable, opt, tokens, targets, args) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
+def main(argv=None) -> None:
     import torch
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per setting (after one warm-up)")
-    parser.add_argument("--frozen", default="4,2", help="frozen_layers settings to time")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "train_step.json"))
-    cli = parser.parse_args()
+    cli = support.parse_args(BenchArgs, argv, __doc__)
 
     torch.manual_seed(0)
     tokens = torch.randn(cli.batch_size, 257, 384)
@@ -96,15 +99,14 @@ def main() -> None:
         "steps_timed": cli.steps,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": support.cpu_info()["model"],
         "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
         "amx": torch.cpu._is_amx_tile_supported(),
         "real_backbone": (BACKBONE / "config.json").is_file(),
+        "machine": support.machine(),
         "results": results,
     }
-    Path(cli.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(cli.out).write_text(json.dumps(report, indent=2) + "\n")
-    print("wrote", cli.out)
+    print("wrote", support.write_result(cli.out, report, echo=False))
 
 
 if __name__ == "__main__":

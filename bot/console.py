@@ -19,10 +19,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.core import BotCore, accepts_keyword
+from bot.core import BotCore
 from bot.limits import PhotoRateLimiter
 from bot.messages import Event, Reply, buttons_hint, parse_command, to_plain
 from bot.settings import Settings, get_settings
+from vision_model.images import too_large
 
 log = logging.getLogger(__name__)
 QUIT_COMMANDS = {"quit", "exit"}
@@ -54,8 +55,7 @@ def read_photo(path_text: str, max_bytes: int) -> bytes | str:
     try:
         size = path.stat().st_size
         if size > max_bytes:  # say the real size; reading it would only waste memory
-            return (f"The photo '{path_text}' is too large ({size / 2**20:.1f} MB); the limit is "
-                    f"{max_bytes / 2**20:.1f} MB. Please send a smaller or more compressed photo.")
+            return too_large(size, max_bytes, path_text)
         with path.open("rb") as fh:
             return fh.read(max_bytes + 1)
     except FileNotFoundError:
@@ -94,17 +94,11 @@ def _stderr_progress():
 
 def ensure_knowledge_base(settings: Settings) -> None:
     """Build the knowledge base on first start (it takes a while; progress on stderr)."""
-    try:
-        from ingest.pipeline import ensure_index
-    except ImportError as exc:
-        print(f"Knowledge base unavailable ({exc}); questions will not be answered.", file=sys.stderr)
-        return
+    from ingest.pipeline import ensure_index
+
     progress, close = _stderr_progress()
     try:
-        if accepts_keyword(ensure_index, "progress"):
-            ensure_index(settings, progress=progress)
-        else:
-            ensure_index(settings)
+        ensure_index(settings, progress=progress)
     except Exception as exc:  # the photo side still works without it
         log.warning("could not build the knowledge base: %s", exc)
         print(f"Could not build the knowledge base ({exc}); questions may not be answered.", file=sys.stderr)

@@ -3,26 +3,27 @@
     core = BotCore.from_settings(get_settings())
     replies = await core.handle(Event(platform="telegram", chat_id="42", user_id="7", photos=[jpeg]))
 
-Adapters translate platform updates into `bot.messages.Event` and render the `Reply` list.
-Blocking work runs off the event loop so one slow photo never stalls other chats:
-photo decoding + inference on a pool sized by WORKER_THREADS, knowledge-base answers and
-memory on a separate pool (a queue of photos never delays a text question), and a
+Adapters (Telegram, Discord, console) translate platform updates into `bot.messages.Event` and
+render the `Reply` list; the HTTP API calls `identify`, `identify_each` and `ask` directly. All of
+them reach the model and the knowledge base through one `bot.engine.Engine` (one loader, one
+decoding rule, one batcher, one index follower). Blocking work runs off the event loop so one slow
+photo never stalls other chats (photos and questions on separate pools, see bot.engine), and a
 re-ingest on its own thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from bot import replies as say
+from bot.engine import Decoded, Engine, Unavailable
 from bot.followups import photo_reference, refers_back
 from bot.limits import PhotoRateLimiter
 from bot.logs import log_handled
@@ -31,28 +32,27 @@ from bot.messages import Button, Event, Reply
 from bot.remote import RemoteError
 from bot.settings import Settings
 from knowledge_base import phrases
-from knowledge_base.answer import PhotoContext
+from knowledge_base.answer_types import PhotoContext
 from knowledge_base.catalog import Catalog, default_catalog
 from knowledge_base.language import detect_language
+from knowledge_base.resolve import SpeciesResolver
 from knowledge_base.triage import triage
+from vision_model.images import ImageError
 
 log = logging.getLogger(__name__)
 
 # Questions that need a subject: without a photo or a named species we ask for one.
 _SUBJECT_INTENTS = {"toxicity", "lookalikes", "features", "symptoms", "habitat"}
 PROGRESS_EVERY_S = 15.0
-MAX_BATCH = 16  # photos per identify_each call when messages queue up
-# How often a local-mode bot looks whether the serving index moved (a re-ingest or rollback run by
-# another process, e.g. `python -m ingest run` or the Kubernetes Job).
-INDEX_CHECK_S = 30.0
 
 
 class UserFacingError(Exception):
     """An expected problem whose message is shown to the user as it is."""
 
-    def __init__(self, message: str, outcome: str = "bad_input") -> None:
+    def __init__(self, message: str, outcome: str = "bad_input", reason: str | None = None) -> None:
         super().__init__(message)
         self.outcome = outcome
+        self.reason = reason  # why a photo was refused (vision_model.images.ImageError.reason), if it was
 
 
 @dataclass
@@ -99,134 +99,95 @@ class BotCore:
         self,
         settings: Settings,
         *,
-        classifier: Any = None,
-        classifier_factory: Callable[[], Any] | None = None,
-        answerer: Any = None,
-        answerer_factory: Callable[[], Any] | None = None,
+        engine: Engine | None = None,
         catalog: Catalog | None = None,
         memory: ChatMemory | None = None,
         rate_limiter: PhotoRateLimiter | None = None,
         message_limiter: PhotoRateLimiter | None = None,
         reingest: Callable[..., Any] | None = None,
+        **engine_kwargs: Any,
     ) -> None:
+        """engine_kwargs (classifier, classifier_factory, answerer, answerer_factory) build the Engine
+        when none is given."""
         self.settings = settings
+        self.engine = engine or Engine(settings, **engine_kwargs)
         self.catalog = catalog or default_catalog()
-        self.memory = memory or ChatMemory(settings.database_url)
+        self._memory = memory
+        self._memory_lock = threading.Lock()
         self.rate_limiter = rate_limiter or PhotoRateLimiter(settings.photo_rate_limit, settings.photo_rate_window_s)
         self.message_limiter = message_limiter or PhotoRateLimiter(settings.message_rate_limit,
                                                                    settings.message_rate_window_s)
-        self._classifier = classifier
-        self._classifier_factory = classifier_factory
-        self._answerer = answerer
-        self._answerer_factory = answerer_factory
-        self._answerer_collection: str | None = None  # the serving collection the answerer opened
-        self._index_checked_at = float("-inf")
-        self._load_lock = threading.Lock()
-        workers = max(1, settings.worker_threads)
-        self._vision_pool = ThreadPoolExecutor(workers, thread_name_prefix="bot-vision")
-        self._io_pool = ThreadPoolExecutor(max(4, workers), thread_name_prefix="bot-io")
-        self._resolver = _species_resolver(self.catalog)
+        self._resolver = SpeciesResolver(self.catalog)
         self.started_at = time.monotonic()
         self.photos_in_flight = 0
         self._reingest_task: asyncio.Task | None = None
         self._reingest = reingest  # None: ingest.pipeline.reingest (imported when first needed)
-        # Micro-batching of single-photo messages (see _classify).
-        self.max_batch = MAX_BATCH
-        self._pending: list[tuple[Any, asyncio.Future]] = []
-        self._batch_task: asyncio.Task | None = None
 
     # --- construction ------------------------------------------------------------------
     @classmethod
     def from_settings(cls, settings: Settings, *, model_dir=None, **kwargs) -> BotCore:
         """Local model + local knowledge base, or the HTTP API when INFERENCE_URL is set."""
-        if settings.inference_url:
-            from bot import remote
-
-            kwargs.setdefault("classifier_factory", lambda: remote.RemoteClassifier.from_settings(settings))
-            kwargs.setdefault("answerer_factory", lambda: remote.RemoteAnswerer.from_settings(settings))
-        else:
-            def load_classifier():
-                from vision_model.classifier import Classifier
-
-                return Classifier.load(model_dir or settings.model_dir)
-
-            def open_answerer():
-                from knowledge_base.answer import Answerer
-
-                return Answerer.from_settings(settings)
-
-            kwargs.setdefault("classifier_factory", load_classifier)
-            kwargs.setdefault("answerer_factory", open_answerer)
-        return cls(settings, **kwargs)
+        engine_kwargs = {k: kwargs.pop(k) for k in ("classifier", "classifier_factory", "answerer",
+                                                    "answerer_factory") if k in kwargs}
+        return cls(settings, engine=Engine.from_settings(settings, model_dir=model_dir, **engine_kwargs), **kwargs)
 
     @property
-    def classifier(self):
-        """The shared classifier, loaded once (thread-safe); call from a worker thread."""
-        if self._classifier is None:
-            with self._load_lock:
-                if self._classifier is None:
-                    if self._classifier_factory is None:
-                        raise RuntimeError("no classifier configured")
-                    self._classifier = self._classifier_factory()
-        return self._classifier
+    def memory(self) -> ChatMemory:
+        """Chat memory, opened on first use (the HTTP API, which keeps no conversation, never opens it)."""
+        if self._memory is None:
+            with self._memory_lock:
+                if self._memory is None:
+                    self._memory = ChatMemory(self.settings.database_url)
+        return self._memory
 
     def load_classifier(self) -> None:
         """Load the model now (at start-up) instead of on the first photo."""
-        _ = self.classifier
+        self.engine.load_classifier()
 
     @property
     def model_version(self) -> str | None:
-        return getattr(self._classifier, "version", None) if self._classifier is not None else None
-
-    def _follow_serving_index(self) -> None:
-        """Reopen the answerer when the serving alias has moved since it was opened.
-
-        An open answerer stays on the collection it opened, and re-ingest keeps only two
-        versions, so without this a long-running local bot would serve stale text and then
-        lose its collection after two re-ingests by another process.
-        """
-        if self._answerer_factory is None or self.settings.inference_url:
-            return  # an injected answerer, or the API (which follows the index itself)
-        now = time.monotonic()
-        if now - self._index_checked_at < INDEX_CHECK_S:
-            return
-        self._index_checked_at = now
-        try:
-            from ingest.store import get_client, read_alias
-
-            current = read_alias(get_client(self.settings)).current or None
-        except Exception as error:  # noqa: BLE001 - keep the answerer we have
-            log.info("could not read the serving index alias: %s", error)
-            return
-        if current != self._answerer_collection:
-            if self._answerer is not None:
-                log.info("serving index moved to %s: reopening the knowledge base", current)
-            self._answerer = None
-            self._answerer_collection = current
-
-    def _get_answerer(self):
-        self._follow_serving_index()
-        if self._answerer is None:
-            with self._load_lock:
-                if self._answerer is None:
-                    if self._answerer_factory is None:
-                        raise UserFacingError(say.KNOWLEDGE_UNAVAILABLE, "unavailable")
-                    try:
-                        self._answerer = self._answerer_factory()
-                    except Exception:
-                        log.exception("could not open the knowledge base")
-                        raise UserFacingError(say.KNOWLEDGE_UNAVAILABLE, "unavailable") from None
-        return self._answerer
+        return self.engine.model_version
 
     def close(self) -> None:
         if self._reingest_task is not None:
             self._reingest_task.cancel()
-        self._vision_pool.shutdown(wait=False, cancel_futures=True)
-        self._io_pool.shutdown(wait=False, cancel_futures=True)
-        self.memory.close()
+        self.engine.close()
+        if self._memory is not None:
+            self._memory.close()
 
     async def _io(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.engine.io_pool, fn, *args)
+
+    # --- what every front door calls (the HTTP API directly, chats through handle) -----------
+    async def identify(self, photos: list[bytes]) -> tuple[Any, Decoded]:
+        """One observation -> (Identification, which photos were used and notes on those skipped). UserFacingError when no photo
+        is usable (its `reason` says why, for the API's status code) or the model is not available."""
+        try:
+            return await self.engine.identify(photos)
+        except ImageError as exc:  # also: the remote API refused a photo
+            raise UserFacingError(str(exc), "bad_input", exc.reason) from None
+        except Unavailable as exc:
+            log.warning("vision model unavailable: %s", exc)
+            raise UserFacingError(say.MODEL_UNAVAILABLE, "unavailable") from None
+
+    async def identify_each(self, photos: list[bytes]) -> tuple[list[Any], Decoded]:
+        """Each photo on its own (the API's /v1/identify/each), with the same decoding rule."""
+        try:
+            return await self.engine.identify_each(photos)
+        except ImageError as exc:
+            raise UserFacingError(str(exc), "bad_input", exc.reason) from None
+        except Unavailable as exc:
+            log.warning("vision model unavailable: %s", exc)
+            raise UserFacingError(say.MODEL_UNAVAILABLE, "unavailable") from None
+
+    async def ask(self, question: str, species: str | None = None, photo: PhotoContext | None = None,
+                  poisoning: bool = False):
+        """The knowledge base's Answer. UserFacingError when it cannot be opened."""
+        try:
+            return await self.engine.ask(question, species, photo, poisoning)
+        except Unavailable as exc:
+            log.warning("knowledge base unavailable: %s", exc)
+            raise UserFacingError(say.KNOWLEDGE_UNAVAILABLE, "unavailable") from None
 
     # --- entry point ---------------------------------------------------------------------
     async def handle(self, event: Event) -> list[Reply]:
@@ -290,11 +251,9 @@ class BotCore:
             return Outcome([Reply(say.RATE_LIMITED.format(seconds=wait))], "rate_limited")
         self.photos_in_flight += 1
         try:
-            loop = asyncio.get_running_loop()
-            images, notes = await loop.run_in_executor(self._vision_pool, self._decode_all, photos, notes)
-            result = await self._classify(images)
-            ident = await loop.run_in_executor(self._vision_pool, self._remember_identification,
-                                               event, result, len(images), notes)
+            result, decoded = await self.identify(photos)
+            ident = await self._io(self._remember_identification, event, result, len(decoded.used),
+                                   notes + decoded.notes)
         finally:
             self.photos_in_flight -= 1
         outcome = "abstained" if ident.abstained or ident.verdict == "unknown" else "ok"
@@ -313,70 +272,6 @@ class BotCore:
             ident = idents[-1] if idents else None
         answered = await self._question(event, caption, ident)
         return Outcome(answered.replies + identified.replies, "first_aid")
-
-    def _decode_all(self, photos: list[bytes], notes: list[str]) -> tuple[list, list[str]]:
-        """Decode every photo safely; skip the bad ones with a note, or fail when none is usable."""
-        from vision_model.images import ImageError, decode_image
-
-        images, problems = [], []
-        for i, data in enumerate(photos, start=1):
-            try:
-                images.append(decode_image(
-                    data, max_bytes=self.settings.max_image_bytes, max_pixels=self.settings.max_image_pixels
-                ))
-            except ImageError as exc:
-                problems.append((i, exc))
-        if not images:
-            message = str(problems[0][1]) if len(problems) == 1 else (
-                "I couldn't read any of those photos. " + str(problems[0][1])
-            )
-            raise UserFacingError(message, "bad_input")
-        return images, notes + [f"I skipped photo {i}: {exc}" for i, exc in problems]
-
-    def _loaded_classifier(self):
-        try:
-            return self.classifier
-        except Exception:
-            log.exception("could not load the vision model")
-            raise UserFacingError(say.MODEL_UNAVAILABLE, "unavailable") from None
-
-    async def _classify(self, images: list):
-        """Identify one observation. Single photos that arrive while the model is busy are batched
-        into one identify_each call (the model is faster per photo in batches); an observation of
-        several photos goes through identify on its own."""
-        from vision_model.images import ImageError
-
-        loop = asyncio.get_running_loop()
-        classifier = self._classifier
-        if classifier is None:
-            classifier = await loop.run_in_executor(self._vision_pool, self._loaded_classifier)
-        try:
-            if len(images) > 1 or not hasattr(classifier, "identify_each") or self.max_batch <= 1:
-                return await loop.run_in_executor(self._vision_pool, classifier.identify, images)
-            future = loop.create_future()
-            self._pending.append((images[0], future))
-            if self._batch_task is None or self._batch_task.done():
-                self._batch_task = asyncio.create_task(self._run_batches(classifier))
-            return await future
-        except ImageError as exc:  # the remote API refused a photo
-            raise UserFacingError(str(exc), "bad_input") from None
-
-    async def _run_batches(self, classifier) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            try:
-                results = await loop.run_in_executor(
-                    self._vision_pool, classifier.identify_each, [image for image, _ in batch])
-            except Exception as exc:  # every waiting message gets the error (and so a reply)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
 
     def _remember_identification(self, event: Event, result, photo_count: int, notes: list[str]) -> _Identified:
         """Word the reply and store the identification with the exchange (one transaction)."""
@@ -447,8 +342,7 @@ class BotCore:
                 header = f"About your photo #{position + 1}:"
         poisoning = any(h.data.get("first_aid") for h in history[-4:] if h.role == "bot")
 
-        answerer = await self._io(self._get_answerer)
-        answer = await self._io(self._ask, answerer, question, subject, photo, poisoning)
+        answer = await self.ask(question, subject, photo, poisoning)
         text, citations = self._answer_text(answer, header)
         label = answer.species or (photo.top if photo else None)
         more = answer.more
@@ -466,13 +360,6 @@ class BotCore:
                 buttons += [Button("Lookalikes", f"looks:{label}"), Button("Sources", "srcs:last")]
         outcome = "first_aid" if answer.first_aid else "abstained" if answer.abstained else "ok"
         return Outcome([Reply(text, buttons)], outcome)
-
-    @staticmethod
-    def _ask(answerer, question: str, subject: str | None, photo, poisoning: bool):
-        """answerer.ask with the chat's context (a remote or older answerer may take less of it)."""
-        if accepts_keyword(answerer.ask, "poisoning"):
-            return answerer.ask(question, subject, photo=photo, poisoning=poisoning)
-        return answerer.ask(question, subject or (photo.top if photo else None))
 
     def _answer_text(self, answer, header: str) -> tuple[str, list[dict]]:
         citations = [
@@ -585,7 +472,7 @@ class BotCore:
 
     def _index_info(self) -> str:
         try:
-            from ingest.store import serving_info
+            from knowledge_base.vectorstore import serving_info
 
             info = serving_info(self.settings)
         except Exception as exc:  # an absent index must not break /about or /status
@@ -600,7 +487,7 @@ class BotCore:
 
     def _about_text(self) -> str:
         version = self.model_version or "not loaded yet"
-        labels = getattr(self._classifier, "labels", None) if self._classifier is not None else None
+        labels = getattr(self.engine.classifier, "labels", None)
         species = f"{len(labels)} species" if labels else "the species of its training data"
         return "\n".join([
             "**About this bot**",
@@ -658,8 +545,8 @@ class BotCore:
                 from ingest.pipeline import reingest
             report = await asyncio.to_thread(reingest, self.settings, progress=progress)
             ok = bool(getattr(report, "ok", True))
-            if ok and self._answerer_factory is not None:
-                self._index_checked_at = float("-inf")  # reopen on the new version at the next question
+            if ok:  # move to the new version now, not at the next periodic look
+                await self._io(partial(self.engine.follow_index, now=True))
             summary = report.summary() if hasattr(report, "summary") else _describe_report(report)
             text = f"Re-ingest finished. {summary}" if ok else summary
             outcome = "ok" if ok else "error"
@@ -693,18 +580,3 @@ def _describe_report(report: Any) -> str:
 
 def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
-
-
-def _species_resolver(catalog: Catalog):
-    try:
-        from knowledge_base.resolve import SpeciesResolver
-    except ImportError:  # pragma: no cover - the knowledge base ships with the bot
-        return None
-    return SpeciesResolver(catalog)
-
-
-def accepts_keyword(fn: Callable, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False

@@ -29,6 +29,7 @@ from bot import replies as say
 from bot.core import BotCore
 from bot.messages import Event, Reply, parse_command, split_text, to_discord_markdown
 from bot.settings import Settings
+from vision_model.images import too_large
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,7 @@ class DiscordFrontDoor:
             if not is_image(a):
                 problems.append(f"'{a.filename}' isn't a photo I can read; please send JPEG, PNG or WebP photos.")
             elif a.size > limit:
-                problems.append(f"'{a.filename}' is too large ({a.size / 2**20:.1f} MB); the limit is "
-                                f"{limit / 2**20:.1f} MB. Please send a smaller photo.")
+                problems.append(too_large(a.size, limit, a.filename))
             else:
                 try:
                     photos.append(await a.read())

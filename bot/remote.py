@@ -216,7 +216,7 @@ def identification_from_dict(data: dict[str, Any]):
 
 
 def answer_from_dict(data: dict[str, Any]):
-    from knowledge_base.answer import Answer, Citation
+    from knowledge_base.answer_types import Answer, Citation
 
     citations = [_build(Citation, item) for item in data.get("citations", [])]
     return _build(Answer, data, citations=citations)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 # A top guess below UNSURE_BELOW is never presented as "most likely" (nor described in answers).
-from knowledge_base.answer import UNSURE_BELOW, PhotoContext, candidates_sentence, photo_candidates
+from knowledge_base.answer import UNSURE_BELOW, candidates_sentence, photo_candidates
+from knowledge_base.answer_types import PhotoContext
 from knowledge_base.catalog import DANGEROUS, SEVERITY, Catalog
 
 DISCLAIMER = (

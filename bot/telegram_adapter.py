@@ -38,6 +38,7 @@ from bot import replies as say
 from bot.core import BotCore
 from bot.messages import Event, Reply, parse_command, split_text, to_telegram_html
 from bot.settings import Settings
+from vision_model.images import too_large
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +210,7 @@ class TelegramFrontDoor:
         attachment = message.photo[-1] if message.photo else message.document  # largest photo size
         limit = self.settings.max_image_bytes
         if attachment.file_size and attachment.file_size > limit:
-            problems.append(
-                f"That photo is too large ({attachment.file_size / 2**20:.1f} MB); the limit is "
-                f"{limit / 2**20:.1f} MB. Please send a smaller or more compressed photo."
-            )
+            problems.append(too_large(attachment.file_size, limit))
             return None
         try:
             file = await attachment.get_file()

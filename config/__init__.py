@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # The Chroma server's token (its CHROMA_SERVER_AUTHN_CREDENTIALS); sent as a Bearer token.
     chroma_token: SecretStr | None = Field(default=None, alias="CHROMA_TOKEN")
     guides_dir: Path = Field(default=DEFAULT_SHARED_DATA / "guides", alias="GUIDES_DIR")
+    # This machine's re-ingest lock (one build per machine; across replicas the lease in Chroma holds).
+    # Default: beside CHROMA_PATH, or var/ingest.lock with a Chroma server.
+    ingest_lock_file: Path | None = Field(default=None, alias="INGEST_LOCK_FILE")
     llm_base_url: str | None = Field(default=None, alias="LLM_BASE_URL")  # OpenAI-compatible or Ollama
     llm_model: str | None = Field(default=None, alias="LLM_MODEL")
     llm_api_key: SecretStr | None = Field(default=None, alias="LLM_API_KEY")

@@ -28,8 +28,8 @@ from typing import Any
 
 from ingest import store
 from ingest.chunking import CHUNK_OVERLAP, CHUNK_SIZE, CHUNKER_VERSION, chunk_documents
-from ingest.embeddings import MODEL_NAME, default_embeddings
 from ingest.loaders import catalog_documents, catalog_fingerprint, file_sha256, load_paths
+from knowledge_base.embeddings import MODEL_NAME, default_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,8 @@ class IngestReport:
 
 # --- locking ---------------------------------------------------------------------------------
 def lock_path(settings) -> Path:
+    if settings.ingest_lock_file:
+        return Path(settings.ingest_lock_file)
     if settings.chroma_url:
         from config import DEFAULT_VAR_DIR
 

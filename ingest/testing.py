@@ -163,7 +163,7 @@ def crash_embedding_on_batch(monkeypatch, batch: int = 3, batch_size: int = 4) -
     Returns the call counter so a test can check the crash happened where intended.
     """
     from ingest import pipeline
-    from ingest.embeddings import MiniLMEmbeddings
+    from knowledge_base.embeddings import MiniLMEmbeddings
 
     monkeypatch.setattr(pipeline, "EMBED_BATCH", batch_size)
     calls = {"n": 0}

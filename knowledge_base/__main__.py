@@ -33,17 +33,18 @@ def _open_answerer(catalog_only: bool):
     from config import get_settings
 
     settings = get_settings()
+    # The knowledge base reads the index; building it is ingest's job (one direction between the two).
     try:
-        from ingest.pipeline import ensure_index
-        from ingest.store import serving_info
+        from knowledge_base.vectorstore import serving_info
 
-        if not serving_info(settings).get("available"):
-            print("knowledge base: no index yet - building it from the guides and the catalog (first run, "
-                  "takes a few minutes)...", file=sys.stderr)
-        ensure_index(settings)
-    except Exception as exc:  # no guides, no ingest package yet: the catalog still answers
+        available = serving_info(settings).get("available")
+    except Exception as exc:  # a Chroma server that does not answer: the catalog still answers
         print(f"knowledge base: index unavailable ({exc}); answering from the species catalog only",
               file=sys.stderr)
+    else:
+        if not available:
+            print("knowledge base: no index yet - answering from the species catalog only; build it with "
+                  "`python -m ingest run` (the console bot builds it on its first start)", file=sys.stderr)
     return Answerer.from_settings(settings)
 
 
@@ -73,7 +74,7 @@ def cmd_ask(args: AskArgs) -> int:
             answer = answerer.ask(line, species=args.species)
         except Exception as exc:  # one bad line must not end a batch
             print(f"knowledge base: could not answer {line.strip()[:60]!r}: {exc}", file=sys.stderr)
-            from knowledge_base.answer import Answer
+            from knowledge_base.answer_types import Answer
 
             answer = Answer("Sorry, something went wrong answering that question. "
                             "Treat any unidentified mushroom as poisonous.", None, None, [], True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass, field
 
 from knowledge_base import phrases
+from knowledge_base.answer_types import Answer, Citation, PhotoContext
 from knowledge_base.catalog import DANGEROUS, SEVERITY, Catalog, SpeciesProfile, default_catalog
 from knowledge_base.language import clean_text
 from knowledge_base.phrases import say
@@ -117,66 +117,6 @@ def lexical_coverage(question: str, passage: str) -> float:
     if not words:
         return 0.0
     return len(words & set(tokenize(passage))) / len(words)
-
-
-@dataclass
-class Citation:
-    source: str
-    title: str
-    excerpt: str
-
-
-@dataclass
-class Answer:
-    answer: str  # the first reply: verdict and action first, about FIRST_REPLY_CHARS at most
-    species: str | None
-    verdict: str | None
-    citations: list[Citation] = field(default_factory=list)
-    abstained: bool = False
-    more: str = ""  # the rest of the answer, behind a "More" button or /more
-    language: str = "en"  # the language of the answer's fixed sentences (the question's, where we have them)
-    topic: str | None = None  # "photo", "genus:<genus>", "toxin:<name>", "first_aid", "ask_which", "off_topic"
-    candidates: list[str] = field(default_factory=list)  # dangerous species named for a photo (labels)
-    first_aid: bool = False  # the answer leads with poisoning first aid
-
-    @property
-    def full_text(self) -> str:
-        return f"{self.answer} {self.more}".strip()
-
-    def to_dict(self) -> dict:
-        return {
-            "answer": self.answer,
-            "species": self.species,
-            "verdict": self.verdict,
-            "citations": [asdict(c) for c in self.citations],
-            "abstained": self.abstained,
-            "more": self.more,
-            "language": self.language,
-            "topic": self.topic,
-            "candidates": list(self.candidates),
-            "first_aid": self.first_aid,
-        }
-
-
-@dataclass
-class PhotoContext:
-    """What the chat's last photo showed; every reply about that photo follows its verdict."""
-
-    top: str | None  # the model's top label
-    probability: float
-    verdict: str  # the photo's safety verdict (knowledge_base.catalog.VERDICTS)
-    abstained: bool = False
-    dangerous: list[tuple[str, float]] = field(default_factory=list)  # dangerous candidates, most probable first
-
-    @classmethod
-    def from_dict(cls, data: dict) -> PhotoContext:
-        return cls(top=data.get("top"), probability=float(data.get("probability") or 0.0),
-                   verdict=str(data.get("verdict") or "unknown"), abstained=bool(data.get("abstained")),
-                   dangerous=[(str(lab), float(p)) for lab, p in (data.get("dangerous") or [])])
-
-    def to_dict(self) -> dict:
-        return {"top": self.top, "probability": self.probability, "verdict": self.verdict,
-                "abstained": self.abstained, "dangerous": [[lab, p] for lab, p in self.dangerous]}
 
 
 # A dangerous species the model gives this much probability is a candidate in its own right; below it,
@@ -296,7 +236,7 @@ class Answerer:
         settings = settings or get_settings()
         retriever = None
         try:
-            from ingest.store import open_serving
+            from knowledge_base.vectorstore import open_serving
 
             store = open_serving(settings)
             retriever = HybridRetriever(store) if store is not None else None
@@ -861,18 +801,3 @@ def _toxins_of(p: SpeciesProfile):
     for toxin in TOXINS:
         if any(term in t.lower() for t in p.toxins for term in toxin.catalog_terms):
             yield toxin
-
-
-# --- checks shared by the tests, the evaluation and the LLM guard ------------------------------------
-_PERMISSION = re.compile(
-    r"\b(yes|sure|absolutely|of course|go ahead)\b[,!.]?\s+(you\s+)?(can|may|could|should)?\s*(safely\s+)?"
-    r"(eat|cook|try|enjoy|consume)\b"
-    r"|(?<!not )(?<!never )\b(safe|fine|ok|okay|good) to (eat|consume|cook)\b"
-    r"|(?<!not )(?<!never )(?<!only )\byou (can|may|could) (safely )?(eat|consume|cook and eat)\b"
-    r"|\bgo ahead and (eat|cook|try)\b|\benjoy (it|them|your (meal|mushrooms?))\b|\bbon app[eé]tit\b",
-    re.I)
-
-
-def gives_permission_to_eat(text: str) -> bool:
-    """True when a text tells the user they may eat a mushroom (the one thing we never say)."""
-    return bool(_PERMISSION.search(text))

@@ -20,7 +20,8 @@ import yaml
 from tqdm import tqdm
 
 from knowledge_base import phrases
-from knowledge_base.answer import Answer, Answerer, PhotoContext, gives_permission_to_eat
+from knowledge_base.answer import Answerer
+from knowledge_base.answer_types import Answer, PhotoContext, gives_permission_to_eat
 from knowledge_base.catalog import DANGEROUS, Catalog
 from knowledge_base.retrieval import Passage
 

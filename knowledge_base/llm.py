@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import SecretStr
 
-from knowledge_base.answer import Answer, gives_permission_to_eat
+from knowledge_base.answer_types import Answer, gives_permission_to_eat
 
 log = logging.getLogger(__name__)
 

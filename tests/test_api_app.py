@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from api_support import api_settings, bomb_png, files, photo_bytes
@@ -206,13 +205,21 @@ def test_no_photo_is_422(client):
     assert response.json()["error"] == "no_image"
 
 
-def test_bad_photo_among_several_names_it(client):
-    response = client.post(
-        "/v1/identify",
-        files=[("image", ("good.jpg", photo_bytes(9), "image/jpeg")), ("image", ("bad.txt", b"text", "text/plain"))],
-    )
-    assert response.status_code == 415
-    assert response.json()["detail"].startswith("bad.txt: ")
+def test_bad_photo_among_several_is_skipped_with_a_note(client):
+    """The core's one decoding rule: an unreadable photo is skipped and named; the others are used."""
+    bad = [("image", ("bad.txt", b"text", "text/plain"))]
+    response = client.post("/v1/identify", files=[("image", ("good.jpg", photo_bytes(9), "image/jpeg")), *bad])
+    assert response.status_code == 200
+    body = response.json()
+    assert body["image"] == ["good.jpg"] and body["n_images"] == 1
+    assert body["notes"] == ["I skipped photo 2: That doesn't look like a photo I can read. Please send a JPEG, "
+                             "PNG, WebP or GIF photo of the mushroom."]
+    each = client.post("/v1/identify/each", files=[*bad, ("image", ("good.jpg", photo_bytes(9), "image/jpeg"))])
+    assert each.status_code == 200
+    assert [r["image"] for r in each.json()["results"]] == ["good.jpg"]
+    assert each.json()["notes"][0].startswith("I skipped photo 1: ")
+    only_bad = client.post("/v1/identify", files=bad * 2)
+    assert only_bad.status_code == 415 and only_bad.json()["detail"].startswith("I couldn't read any of those photos.")
 
 
 # --- request body limit -----------------------------------------------------------------
@@ -292,10 +299,7 @@ def test_model_loads_in_the_background(tmp_path, tiny_model_dir, monkeypatch):
     app = create_app(settings)
     with TestClient(app) as client:
         components = app.state.components
-        deadline = time.monotonic() + 60
-        while components.classifier is None and "model" not in components.errors and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert components.classifier is not None, components.errors
+        assert components.wait_ready(60, "model"), components.errors
         assert client.post("/v1/identify", files=files(photo_bytes(12))).status_code == 200
         ready = client.get("/readyz")
         if components.index_loaded:
@@ -367,7 +371,7 @@ async def test_concurrent_requests_each_get_their_own_result(tmp_path, classifie
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         responses = await asyncio.gather(*(client.post("/v1/identify", files=files(p)) for p in photos))
         metrics = (await client.get("/metrics")).text
-    await app.state.batcher.close()
+    app.state.core.close()
     for photo, response in zip(photos, responses, strict=True):
         assert response.status_code == 200
         local = classifier.identify([photo]).to_dict()
@@ -376,19 +380,21 @@ async def test_concurrent_requests_each_get_their_own_result(tmp_path, classifie
     assert f"mushroom_api_batch_size_sum {float(len(photos))}" in metrics
 
 
-async def test_micro_batcher_runs_queued_photos_in_one_call(classifier):
+async def test_micro_batcher_runs_queued_photos_in_one_call(tmp_path, classifier):
     import asyncio
 
-    from bot.api import ApiMetrics, MicroBatcher
+    from bot.engine import Engine
     from vision_model.images import decode_image
 
-    metrics = ApiMetrics()
-    batcher = MicroBatcher(lambda: classifier, metrics, max_batch=16)
+    engine = Engine(api_settings(tmp_path), classifier=classifier)
+    batches: list[int] = []
+    engine.on_batch = batches.append
     images = [decode_image(photo_bytes(seed)) for seed in range(70, 76)]
-    results = await asyncio.gather(*(batcher.identify(image) for image in images))
-    await batcher.close()
-    # All six were queued before the worker first ran: one model call of six.
-    assert metrics.registry.get_sample_value("mushroom_api_batch_size_count") == 1
-    assert metrics.registry.get_sample_value("mushroom_api_batch_size_sum") == 6
+    results = await asyncio.gather(*(engine.identify_images([image]) for image in images))
+    engine.close()
+    # All six were queued before the batch first ran: one model call of six.
+    assert batches == [6]
     expected = classifier.identify_each(images)
     assert [r.to_dict() for r in results] == [e.to_dict() for e in expected]
+
+

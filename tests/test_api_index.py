@@ -11,7 +11,7 @@ import pytest
 from api_support import api_settings, files, photo_bytes
 from fastapi.testclient import TestClient
 
-import bot.api
+import bot.engine
 from bot.api import create_app
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -44,9 +44,9 @@ def test_ready_once_the_index_is_built_and_follows_reingest(tmp_path, classifier
     from ingest.pipeline import reingest
     from knowledge_base.catalog import default_catalog
 
-    monkeypatch.setattr(bot.api, "LOAD_RETRY_SECONDS", 0.1)
-    monkeypatch.setattr(bot.api, "MAX_LOAD_RETRY_SECONDS", 0.2)
-    monkeypatch.setattr(bot.api, "INDEX_WATCH_SECONDS", 0.2)
+    monkeypatch.setattr(bot.engine, "LOAD_RETRY_SECONDS", 0.1)
+    monkeypatch.setattr(bot.engine, "MAX_LOAD_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(bot.engine, "INDEX_CHECK_S", 0.2)
     guides = tmp_path / "guides"
     guides.mkdir()
     (guides / "guide.txt").write_text(GUIDE, encoding="utf-8")

@@ -4,7 +4,6 @@ release exists in vision_model/release)."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -31,10 +30,7 @@ def test_bundled_model_served_end_to_end(tmp_path):
     app = create_app(api_settings(tmp_path), answerer=Answerer(None))
     with TestClient(app) as client:
         components = app.state.components
-        deadline = time.monotonic() + 300
-        while components.classifier is None and "model" not in components.errors and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert components.classifier is not None, components.errors
+        assert components.wait_ready(300, "model"), components.errors
         assert client.get("/readyz").status_code == 200
 
         # A generated photo, plus two real fly agarics when the shared data is here.

@@ -94,7 +94,7 @@ def test_remote_answerer_matches_local(api, answerer):
     assert remote.ask(question) == answerer.ask(question)
     assert remote.ask("Can I eat it?", "amanita_phalloides") == answerer.ask("Can I eat it?", "amanita_phalloides")
     # A photo's context and an ongoing poisoning cross the wire too: the same story in remote mode.
-    from knowledge_base.answer import PhotoContext
+    from knowledge_base.answer_types import PhotoContext
 
     photo = PhotoContext("russula_emetica", 0.6, "deadly", False, [("galerina_marginata", 0.2)])
     assert remote.ask("can I eat it?", photo=photo) == answerer.ask("can I eat it?", photo=photo)

@@ -215,6 +215,10 @@ class BlockingClassifier:
         assert self.gate.wait(10), "the gate was never opened"
         return self.inner.identify(images)
 
+    def identify_each(self, images):
+        assert self.gate.wait(10), "the gate was never opened"
+        return self.inner.identify_each(images)
+
 
 async def test_a_slow_photo_does_not_block_other_chats(tmp_path, models):
     from bot_support import load_classifier
@@ -284,12 +288,12 @@ async def test_concurrent_single_photos_are_batched_but_each_gets_its_own_result
 
 async def test_local_bot_follows_a_reingest_run_by_another_process(tmp_path, models, monkeypatch):
     """`python -m ingest run` (or the Kubernetes Job) moves the alias; a running bot must follow it."""
-    from bot import core as core_module
+    from bot import engine as engine_module
     from ingest.pipeline import reingest
-    from ingest.store import get_client, read_alias
     from ingest.testing import tiny_catalog, write_tiny_guides
+    from knowledge_base.vectorstore import get_client, read_alias
 
-    monkeypatch.setattr(core_module, "INDEX_CHECK_S", 0.0)
+    monkeypatch.setattr(engine_module, "INDEX_CHECK_S", 0.0)
     guides = write_tiny_guides(tmp_path / "guides")
     settings = make_settings(tmp_path)
     assert reingest(settings, sources=[guides], catalog=tiny_catalog()).ok
@@ -298,16 +302,16 @@ async def test_local_bot_follows_a_reingest_run_by_another_process(tmp_path, mod
     core = make_core(settings, models["deadly"], answerer=None,
                      answerer_factory=lambda: Answerer.from_settings(settings))
     [first] = await core.handle(text_event("is the death cap deadly?"))
-    opened = core._answerer
-    assert core._answerer_collection == read_alias(get_client(settings)).current == "guides_v1"
+    opened = core.engine.answerer
+    assert core.engine.index_info["collection"] == read_alias(get_client(settings)).current == "guides_v1"
 
     (guides / "extra.md").write_text("# Amanita phalloides\n\nA new passage on the death cap's volva.\n")
     assert reingest(settings, sources=[guides], catalog=tiny_catalog()).ok  # another process, same store
     [second] = await core.handle(text_event("is the death cap deadly?"))
     core.close()
     assert "Amanita phalloides" in first.text and "Amanita phalloides" in second.text
-    assert core._answerer is not opened  # reopened on the new version
-    assert core._answerer_collection == "guides_v2"
+    assert core.engine.answerer is not opened  # reopened on the new version
+    assert core.engine.index_info["collection"] == "guides_v2"
 
 
 def test_a_weak_top_guess_with_a_danger_verdict_is_not_called_most_likely():

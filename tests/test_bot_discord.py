@@ -2,65 +2,17 @@
 
 Nothing logs in. `HTTPClient.request` (REST), `HTTPClient.get_from_cdn` (attachment downloads) and
 `AsyncWebhookAdapter.request` (interaction responses and followups) are replaced by a recorder that
-answers with canned Discord JSON; gateway events are fed through the client's ConnectionState
-(parse_message_create / parse_interaction_create), as the gateway would.
+answers with canned Discord JSON (bot_support.FakeDiscord); gateway events are fed through the
+client's ConnectionState (parse_message_create / parse_interaction_create), as the gateway would.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-
 import discord
 import pytest
-from bot_support import jpeg, make_core, make_settings, tiny_model
-from discord.webhook.async_ import AsyncWebhookAdapter
+from bot_support import FakeDiscord, guild_message, interaction, jpeg, make_core, make_settings, tiny_model
 
 from bot.discord_adapter import DiscordFrontDoor
-
-BOT = {"id": "123", "username": "mushroom-bot", "discriminator": "0", "avatar": None, "bot": True}
-USER = {"id": "777", "username": "alice", "discriminator": "0", "avatar": None}
-GUILD, CHANNEL = "4000", "5000"
-
-
-class FakeDiscord:
-    """Records REST and webhook calls as (method, path, payload) and answers with canned JSON."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, str, dict]] = []
-        self.cdn: dict[str, bytes] = {}
-        self._ids = itertools.count(10_000)
-
-    def message(self, payload: dict | None, channel_id: str = CHANNEL) -> dict:
-        payload = payload or {}
-        return {"id": str(next(self._ids)), "channel_id": channel_id, "type": 0, "content": payload.get("content", ""),
-                "author": BOT, "attachments": [], "embeds": [], "mentions": [], "mention_roles": [],
-                "pinned": False, "mention_everyone": False, "tts": False, "timestamp": "2026-11-28T04:00:00+00:00",
-                "edited_timestamp": None, "flags": 0, "components": payload.get("components", [])}
-
-    async def rest(self, route, *, files=None, form=None, **kwargs):
-        payload = kwargs.get("json") or {}
-        self.calls.append((route.method, route.url, payload))
-        if route.url.endswith("/messages"):
-            return self.message(payload)
-        return None  # typing and the like
-
-    async def webhook(self, route, session, *, payload=None, multipart=None, **kwargs):
-        if multipart and not payload:
-            import json
-
-            payload = json.loads(multipart[0]["value"])
-        self.calls.append((route.method, route.url, payload or {}))
-        if "/callback" in route.url:
-            return {"interaction": {"id": "1", "type": 2, "response_message_loading": True}}
-        return self.message(payload)
-
-    async def get_from_cdn(self, url):
-        return self.cdn[url]
-
-    def sent_texts(self) -> list[str]:
-        return [p.get("content", "") for method, url, p in self.calls
-                if method in ("POST", "PATCH") and "/callback" not in url and p.get("content")]
 
 
 @pytest.fixture(scope="session")
@@ -70,16 +22,13 @@ def deadly_model(tmp_path_factory):
 
 @pytest.fixture
 async def discord_bot(tmp_path, deadly_model, monkeypatch):
-    fake = FakeDiscord()
-    monkeypatch.setattr(discord.http.HTTPClient, "request", fake.rest)
-    monkeypatch.setattr(discord.http.HTTPClient, "get_from_cdn", fake.get_from_cdn)
-    monkeypatch.setattr(AsyncWebhookAdapter, "request", fake.webhook)
+    fake = FakeDiscord().install(monkeypatch)
     settings = make_settings(tmp_path)
     door = DiscordFrontDoor(make_core(settings, deadly_model), settings)
     client = door.client
     await client._async_setup_hook()  # what login() does first: bind the running loop
     state = client._connection
-    state.user = discord.ClientUser(state=state, data=BOT)
+    state.user = discord.ClientUser(state=state, data=FakeDiscord.BOT)
     state.application_id = 123
     await door._setup_hook()
     yield door, fake, state
@@ -87,50 +36,15 @@ async def discord_bot(tmp_path, deadly_model, monkeypatch):
     door.core.close()
 
 
-async def settle(fake: FakeDiscord, count: int, timeout: float = 15.0) -> list[str]:
-    """Wait until the bot has sent `count` messages (events run as tasks, like on the gateway)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while len(fake.sent_texts()) < count and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.05)
-    return fake.sent_texts()
-
-
-def attachment(fake: FakeDiscord, name: str, data: bytes, content_type: str = "image/jpeg") -> dict:
-    url = f"https://cdn.discordapp.com/attachments/{CHANNEL}/1/{name}"
-    fake.cdn[url] = data
-    return {"id": str(next(fake._ids)), "filename": name, "size": len(data), "url": url, "proxy_url": url,
-            "content_type": content_type}
-
-
-def guild_message(content: str, attachments=(), mention_bot=True) -> dict:
-    return {"id": "42", "channel_id": CHANNEL, "guild_id": GUILD, "type": 0, "content": content,
-            "author": USER, "attachments": list(attachments), "embeds": [],
-            "mentions": [BOT] if mention_bot else [], "mention_roles": [], "pinned": False,
-            "mention_everyone": False, "tts": False, "timestamp": "2026-11-28T04:00:00+00:00",
-            "edited_timestamp": None, "flags": 0, "components": []}
-
-
-def interaction(kind: int, data: dict, message: dict | None = None) -> dict:
-    payload = {"id": str(900 + kind), "application_id": "123", "type": kind, "token": "tok", "version": 1,
-               "channel_id": CHANNEL, "channel": {"id": CHANNEL, "type": 1}, "user": USER, "data": data,
-               "locale": "en-US", "app_permissions": "0", "entitlements": [], "authorizing_integration_owners": {},
-               "attachment_size_limit": 10_485_760}
-    if message is not None:
-        payload["message"] = message
-    return payload
-
-
 async def test_mention_with_an_attachment_is_identified(discord_bot):
     door, fake, state = discord_bot
-    photo = attachment(fake, "cap.jpg", jpeg())
+    photo = fake.attachment("cap.jpg", jpeg())
     state.parse_message_create(guild_message("<@123> what is this?", [photo]))
-    [reply] = await settle(fake, 1)
+    [reply] = await fake.settle(1)
     assert "Amanita phalloides" in reply and "**DEADLY - can kill**" in reply
     assert len(reply) <= 2000
     method, url, payload = next(c for c in fake.calls if c[2].get("content") == reply)
-    assert url.endswith(f"/channels/{CHANNEL}/messages")
+    assert url.endswith(f"/channels/{FakeDiscord.CHANNEL}/messages")
     assert str(payload["message_reference"]["message_id"]) == "42"  # a reply to the user's message
     labels = [c["label"] for row in payload["components"] for c in row["components"]]
     assert labels == ["More", "Is it poisonous?", "Lookalikes", "Sources"]
@@ -139,9 +53,9 @@ async def test_mention_with_an_attachment_is_identified(discord_bot):
 async def test_messages_without_a_mention_are_ignored_and_files_refused(discord_bot):
     door, fake, state = discord_bot
     state.parse_message_create(guild_message("hello everyone", mention_bot=False))
-    pdf = attachment(fake, "guide.pdf", b"%PDF-1.4", content_type="application/pdf")
+    pdf = fake.attachment("guide.pdf", b"%PDF-1.4", content_type="application/pdf")
     state.parse_message_create(guild_message("<@123>", [pdf]))
-    [reply] = await settle(fake, 1)
+    [reply] = await fake.settle(1)
     assert "guide.pdf" in reply and "isn't a photo" in reply
 
 
@@ -151,7 +65,7 @@ async def test_ask_command_is_deferred_then_answered(discord_bot):
         "id": "1", "name": "ask", "type": 1,
         "options": [{"name": "question", "type": 3, "value": "is the death cap deadly?"}],
     }))
-    [answer] = await settle(fake, 1)
+    [answer] = await fake.settle(1)
     callback = next(p for m, url, p in fake.calls if "/callback" in url)
     assert callback["type"] == 5  # DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE: "thinking..."
     assert "Amanita phalloides" in answer and "DEADLY" in answer
@@ -161,13 +75,13 @@ async def test_ask_command_is_deferred_then_answered(discord_bot):
 
 async def press_under_a_photo_reply(fake, state, label: str) -> list[str]:
     """Send a photo by mention, press the reply's button `label`; the texts sent so far."""
-    state.parse_message_create(guild_message("<@123>", [attachment(fake, "a.jpg", jpeg())]))
-    await settle(fake, 1)
+    state.parse_message_create(guild_message("<@123>", [fake.attachment("a.jpg", jpeg())]))
+    await fake.settle(1)
     _, _, payload = next(c for c in fake.calls if c[2].get("components"))
     button = next(c for c in payload["components"][0]["components"] if c["label"] == label)
     state.parse_interaction_create(interaction(3, {"custom_id": button["custom_id"], "component_type": 2},
                                                fake.message(payload)))
-    return await settle(fake, 2)
+    return await fake.settle(2)
 
 
 async def test_button_press_reaches_the_core(discord_bot):
@@ -179,7 +93,7 @@ async def test_button_press_reaches_the_core(discord_bot):
 async def test_a_poisoning_by_mention_gets_first_aid_first(discord_bot):
     door, fake, state = discord_bot
     state.parse_message_create(guild_message("<@123> mi hijo se comió una seta del jardín, qué hago?"))
-    [reply] = await settle(fake, 1)
+    [reply] = await fake.settle(1)
     assert reply.startswith("⚠️ Posible intoxicación: llame YA al 112")
 
 

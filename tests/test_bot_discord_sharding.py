@@ -1,23 +1,23 @@
 """Discord front door options: DISCORD_SHARDED picks the client class, and slash-command sync only on request.
 
-Reuses the fake HTTP edge of test_bot_discord.py. The client starts through the real `Client.login`
-(GET /users/@me and /oauth2/applications/@me answered by the fake, then the front door's setup hook),
-which is the start path of `client.run` up to the gateway connection; no gateway is opened.
+The fake HTTP edge is test_bot_discord.py's (bot_support.FakeDiscord). The client starts through the
+real `Client.login` (GET /users/@me and /oauth2/applications/@me answered by the fake, then the front
+door's setup hook), which is the start path of `client.run` up to the gateway connection; no gateway
+is opened.
 """
 
 from __future__ import annotations
 
 import discord
 import pytest
-from bot_support import jpeg, make_core, make_settings, tiny_model
+from bot_support import FakeDiscord, guild_message, jpeg, make_core, make_settings, tiny_model
 from discord import app_commands
-from discord.webhook.async_ import AsyncWebhookAdapter
-from test_bot_discord import BOT, USER, FakeDiscord, attachment, guild_message, settle
 
 from bot.discord_adapter import DiscordFrontDoor
 
-APPLICATION = {"id": BOT["id"], "name": "mushroom-bot", "description": "", "icon": None, "bot_public": False,
-               "bot_require_code_grant": False, "owner": USER, "verify_key": "0" * 64, "flags": 0}
+APPLICATION = {"id": FakeDiscord.BOT["id"], "name": "mushroom-bot", "description": "", "icon": None,
+               "bot_public": False, "bot_require_code_grant": False, "owner": FakeDiscord.USER,
+               "verify_key": "0" * 64, "flags": 0}
 
 
 class FakeDiscordLogin(FakeDiscord):
@@ -26,7 +26,7 @@ class FakeDiscordLogin(FakeDiscord):
     async def rest(self, route, *, files=None, form=None, **kwargs):
         if route.method == "GET" and route.url.endswith("/users/@me"):
             self.calls.append((route.method, route.url, {}))
-            return BOT
+            return self.BOT
         if route.method == "GET" and route.url.endswith("/oauth2/applications/@me"):
             self.calls.append((route.method, route.url, {}))
             return APPLICATION
@@ -40,11 +40,7 @@ def deadly_model(tmp_path_factory):
 
 @pytest.fixture
 def fake(monkeypatch):
-    fake = FakeDiscordLogin()
-    monkeypatch.setattr(discord.http.HTTPClient, "request", fake.rest)
-    monkeypatch.setattr(discord.http.HTTPClient, "get_from_cdn", fake.get_from_cdn)
-    monkeypatch.setattr(AsyncWebhookAdapter, "request", fake.webhook)
-    return fake
+    return FakeDiscordLogin().install(monkeypatch)
 
 
 @pytest.fixture
@@ -84,7 +80,7 @@ async def start(tmp_path, deadly_model, fake):
 async def test_sharded_setting_picks_the_client_class(start, tree_syncs, sharded, expected):
     door = await start(sharded=sharded)
     assert type(door.client) is expected
-    assert door.client.user is not None and door.client.user.id == int(BOT["id"])  # login went through
+    assert door.client.user is not None and door.client.user.id == int(FakeDiscord.BOT["id"])  # login went through
 
 
 @pytest.mark.parametrize("sharded", [False, True])
@@ -102,11 +98,11 @@ async def test_sharded_client_hands_a_mention_with_a_photo_to_the_core(start, tr
     door = await start(sharded=True)
     state = door.client._connection
     assert isinstance(state, discord.state.AutoShardedConnectionState)
-    state.parse_message_create(guild_message("<@123> what is this?", [attachment(fake, "cap.jpg", jpeg())]))
-    [reply] = await settle(fake, 1)
+    state.parse_message_create(guild_message("<@123> what is this?", [fake.attachment("cap.jpg", jpeg())]))
+    [reply] = await fake.settle(1)
     assert "Amanita phalloides" in reply and "**DEADLY - can kill**" in reply
     method, url, payload = next(c for c in fake.calls if c[2].get("content") == reply)
-    assert method == "POST" and url.endswith(f"/channels/{guild_message('')['channel_id']}/messages")
+    assert method == "POST" and url.endswith(f"/channels/{FakeDiscord.CHANNEL}/messages")
     assert str(payload["message_reference"]["message_id"]) == "42"
 
 
@@ -115,6 +111,6 @@ async def test_sharded_client_ignores_messages_without_a_mention(start, tree_syn
     state = door.client._connection
     state.parse_message_create(guild_message("hello everyone", mention_bot=False))
     state.parse_message_create(guild_message("<@123> /about"))
-    texts = await settle(fake, 1)
+    texts = await fake.settle(1)
     assert len(texts) == 1  # only the mention was answered
     assert "About this bot" in texts[0] and "never tells you a mushroom is safe to eat" in texts[0]

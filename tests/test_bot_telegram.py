@@ -1,7 +1,7 @@
 """The Telegram front door: a real python-telegram-bot Application over a recording BaseRequest.
 
-No network: every Bot API call goes to FakeTelegram.do_request, which records it and returns
-canned Bot API JSON (and the photo bytes for file downloads). Updates are fed with
+No network: every Bot API call goes to bot_support.FakeTelegram.do_request, which records it and
+returns canned Bot API JSON (and the photo bytes for file downloads). Updates are fed with
 Application.process_update, as the polling loop would.
 """
 
@@ -9,60 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 
 import pytest
-from bot_support import jpeg, make_core, make_settings, tiny_model
+from bot_support import FakeTelegram, jpeg, make_core, make_settings, tiny_model
 from telegram import Update
-from telegram.request import BaseRequest
 
 from bot.telegram_adapter import TelegramFrontDoor
-
-TOKEN = "123:ABC"
-ADMIN, USER = 1001, 2002
-BOT_USER = {"id": 123, "is_bot": True, "first_name": "MushroomBot", "username": "mushroom_test_bot"}
-
-
-class FakeTelegram(BaseRequest):
-    """Records every Bot API call; answers like the Bot API would."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict]] = []
-        self.files: dict[str, bytes] = {}
-        self._ids = itertools.count(500)
-
-    async def initialize(self) -> None:
-        pass
-
-    async def shutdown(self) -> None:
-        pass
-
-    @property
-    def read_timeout(self) -> float | None:
-        return 5.0
-
-    async def do_request(self, url, method, request_data=None, read_timeout=None, write_timeout=None,
-                         connect_timeout=None, pool_timeout=None):
-        if "/file/bot" in url:  # a file download
-            return 200, self.files[url.rsplit("/", 1)[-1]]
-        name = url.rsplit("/", 1)[-1]
-        params = request_data.parameters if request_data else {}
-        self.calls.append((name, params))
-        return 200, json.dumps({"ok": True, "result": self._result(name, params)}).encode()
-
-    def _result(self, name: str, params: dict):
-        if name == "getMe":
-            return BOT_USER
-        if name == "sendMessage":
-            return {"message_id": next(self._ids), "date": 0, "chat": {"id": int(params["chat_id"]), "type": "private"},
-                    "from": BOT_USER, "text": params.get("text", "")}
-        if name == "getFile":
-            return {"file_id": params["file_id"], "file_unique_id": params["file_id"],
-                    "file_size": len(self.files[params["file_id"]]), "file_path": f"photos/{params['file_id']}"}
-        return True  # sendChatAction, answerCallbackQuery, setMyCommands...
-
-    def sent(self, name: str = "sendMessage") -> list[dict]:
-        return [params for call, params in self.calls if call == name]
 
 
 @pytest.fixture(scope="session")
@@ -75,31 +27,24 @@ async def telegram(tmp_path, deadly_model):
     settings = make_settings(tmp_path, PHOTO_RATE_LIMIT=3, MAX_IMAGE_BYTES=200_000)
     door = TelegramFrontDoor(make_core(settings, deadly_model), settings, album_wait_s=0.2)
     fake = FakeTelegram()
-    app = door.build_application(TOKEN, request=fake)
+    app = door.build_application(FakeTelegram.TOKEN, request=fake)
     await app.initialize()
     await door._post_init(app)
     ids = itertools.count(1)
 
-    async def send(message: dict | None = None, *, user=USER, callback: str | None = None, **fields):
-        chat = {"id": user, "type": "private"}
-        sender = {"id": user, "is_bot": False, "first_name": "Alice"}
-        msg = {"message_id": next(ids), "date": 0, "chat": chat, "from": sender, **(message or {}), **fields}
-        data = {"update_id": next(ids)}
+    async def send(message: dict | None = None, *, user=FakeTelegram.USER, callback: str | None = None, **fields):
         if callback is not None:
-            data["callback_query"] = {"id": str(next(ids)), "from": sender, "chat_instance": "x", "data": callback,
-                                      "message": {"message_id": 1, "date": 0, "chat": chat, "from": BOT_USER,
-                                                  "text": "earlier reply"}}
+            chat, sender = FakeTelegram.chat(user)
+            data = {"update_id": next(ids), "callback_query": {
+                "id": str(next(ids)), "from": sender, "chat_instance": "x", "data": callback,
+                "message": {"message_id": 1, "date": 0, "chat": chat, "from": FakeTelegram.BOT_USER,
+                            "text": "earlier reply"}}}
         else:
-            data["message"] = msg
+            data = FakeTelegram.message_update(next(ids), next(ids), user, **(message or {}), **fields)
         await app.process_update(Update.de_json(data, app.bot))
         await door.drain()
 
-    def photo(file_id: str, data: bytes, size: int | None = None) -> dict:
-        fake.files[file_id] = data
-        return {"photo": [{"file_id": file_id, "file_unique_id": file_id, "width": 96, "height": 96,
-                           "file_size": size or len(data)}]}
-
-    yield fake, send, photo
+    yield fake, send, fake.photo
     await door.drain()
     await app.shutdown()
     door.core.close()
@@ -111,7 +56,7 @@ async def test_menu_is_set_at_start(telegram):
     assert {"identify", "ask", "lookalikes", "sources", "more", "new", "about", "help"} == {
         c["command"] for c in everyone["commands"]}
     assert {"status", "reingest"} <= {c["command"] for c in admin["commands"]}
-    assert admin["scope"] == {"type": "chat", "chat_id": ADMIN}
+    assert admin["scope"] == {"type": "chat", "chat_id": FakeTelegram.ADMIN}
 
 
 async def test_photo_then_follow_up_question_then_button(telegram):
@@ -122,7 +67,7 @@ async def test_photo_then_follow_up_question_then_button(telegram):
     assert reply["parse_mode"] == "HTML"
     buttons = reply["reply_markup"]["inline_keyboard"][0]
     assert [b["text"] for b in buttons] == ["More", "Is it poisonous?", "Lookalikes", "Sources"]
-    assert {"chat_id": USER, "action": "upload_photo"}.items() <= fake.sent("sendChatAction")[0].items()
+    assert {"chat_id": FakeTelegram.USER, "action": "upload_photo"}.items() <= fake.sent("sendChatAction")[0].items()
 
     await send(text="is it poisonous?")
     answer = fake.sent()[-1]
@@ -190,7 +135,7 @@ async def test_image_document_is_identified(telegram):
 async def test_admin_commands(telegram):
     fake, send, _ = telegram
     await send(text="/reingest")
-    await send(text="/status", user=ADMIN)
+    await send(text="/status", user=FakeTelegram.ADMIN)
     await send(text="/frobnicate")
     refused, status, unknown = (m["text"] for m in fake.sent())
     assert "only the bot's administrators can use /reingest" in refused

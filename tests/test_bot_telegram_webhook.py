@@ -5,7 +5,7 @@ run_polling replaced by recorders, to learn exactly how the adapter configures t
 TELEGRAM_WEBHOOK_URL / _SECRET / _PORT. The second starts the same configuration (listen on
 127.0.0.1 and a free port instead of 0.0.0.0:TELEGRAM_WEBHOOK_PORT) with `updater.start_webhook`,
 which is what run_webhook does before it waits for a stop signal, over the recording FakeTelegram of
-test_bot_telegram.py, and POSTs Telegram updates to it with httpx.
+bot_support, and POSTs Telegram updates to it with httpx.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ import socket
 
 import httpx
 import pytest
-from bot_support import jpeg, make_core, make_settings, tiny_model
+from bot_support import FakeTelegram, jpeg, make_core, make_settings, tiny_model
 from telegram import Update
 from telegram.ext import Application
-from test_bot_telegram import TOKEN, USER, FakeTelegram
 
 import bot.telegram_adapter as telegram_adapter
 from bot.core import BotCore
@@ -36,7 +35,7 @@ def deadly_model(tmp_path_factory):
 
 
 def webhook_settings(tmp_path, **overrides):
-    values = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_URL": WEBHOOK_URL,
+    values = {"TELEGRAM_BOT_TOKEN": FakeTelegram.TOKEN, "TELEGRAM_WEBHOOK_URL": WEBHOOK_URL,
               "TELEGRAM_WEBHOOK_SECRET": SECRET, "TELEGRAM_WEBHOOK_PORT": 8444}
     values.update(overrides)
     return make_settings(tmp_path, **{k: v for k, v in values.items() if v is not None})
@@ -106,16 +105,13 @@ async def test_webhook_server_serves_updates_and_refuses_a_wrong_secret(tmp_path
 
     door = TelegramFrontDoor(make_core(settings, deadly_model), settings)
     fake = FakeTelegram()
-    app = door.build_application(TOKEN, request=fake)
+    app = door.build_application(FakeTelegram.TOKEN, request=fake)
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}/{options['url_path']}"
     ids = itertools.count(1)
 
     def update(**message) -> dict:
-        chat = {"id": USER, "type": "private"}
-        sender = {"id": USER, "is_bot": False, "first_name": "Alice"}
-        return {"update_id": next(ids), "message": {"message_id": next(ids), "date": 0, "chat": chat,
-                                                      "from": sender, **message}}
+        return FakeTelegram.message_update(next(ids), next(ids), **message)
 
     await app.initialize()
     try:
@@ -137,12 +133,9 @@ async def test_webhook_server_serves_updates_and_refuses_a_wrong_secret(tmp_path
             assert await post(update(text="/help")) == 200
             await wait_for(lambda: len(fake.sent()) >= 1)
             [help_reply] = fake.sent()
-            assert help_reply["chat_id"] == USER and "/identify" in help_reply["text"]
+            assert help_reply["chat_id"] == FakeTelegram.USER and "/identify" in help_reply["text"]
 
-            fake.files["w1"] = jpeg()
-            photo = [{"file_id": "w1", "file_unique_id": "w1", "width": 96, "height": 96,
-                      "file_size": len(fake.files["w1"])}]
-            assert await post(update(photo=photo)) == 200
+            assert await post(update(**fake.photo("w1", jpeg()))) == 200
             await wait_for(lambda: len(fake.sent()) >= 2)
             photo_reply = fake.sent()[1]
             assert "Amanita phalloides" in photo_reply["text"] and "<b>DEADLY - can kill</b>" in photo_reply["text"]
@@ -166,4 +159,4 @@ async def test_webhook_server_serves_updates_and_refuses_a_wrong_secret(tmp_path
 
     assert not app.updater.running and not app.running
     assert port_is_free(port)  # the webhook server let go of its port
-    assert SECRET not in caplog.text and TOKEN not in caplog.text  # no secret in the logs
+    assert SECRET not in caplog.text and FakeTelegram.TOKEN not in caplog.text  # no secret in the logs

@@ -13,6 +13,7 @@ from knowledge_base.catalog import (
     CATALOG_DIR,
     DANGEROUS,
     Catalog,
+    Lookalike,
     SpeciesProfile,
     load_catalog,
     load_profile,
@@ -84,6 +85,11 @@ def name_conflicts(cat: Catalog) -> list[str]:
     return problems
 
 
+def lookalikes(cat: Catalog) -> list[tuple[str, Lookalike]]:
+    """(label, lookalike) for every lookalike that every profile lists."""
+    return [(label, lk) for label, p in cat.profiles.items() for lk in p.lookalikes]
+
+
 def same_species_pairs(cat: Catalog) -> set[tuple[str, str]]:
     labels = cat.labels
     return {(a, b) for i, a in enumerate(labels) for b in labels[i + 1 :] if same_species(cat, a, b)}
@@ -151,8 +157,7 @@ def test_dangerous_profiles_name_toxins_and_syndrome(catalog):
 def test_lookalikes_carry_the_catalog_edibility(catalog):
     wrong = [
         f"{label} -> {lk.species}: {lk.edibility} != {catalog.edibility(lk.species)}"
-        for label, p in catalog.profiles.items()
-        for lk in p.lookalikes
+        for label, lk in lookalikes(catalog)
         if lk.species in catalog and lk.edibility != catalog.edibility(lk.species)
     ]
     assert wrong == []
@@ -162,8 +167,7 @@ def test_lookalikes_with_a_profile_are_named_by_label(catalog):
     # A Latin name where a profile exists hides the lookalike from label-based code (and its edibility from the test above).
     latin = [
         f"{label}: {lk.species!r} is {catalog.resolve(lk.species)}"
-        for label, p in catalog.profiles.items()
-        for lk in p.lookalikes
+        for label, lk in lookalikes(catalog)
         if lk.species not in catalog and catalog.resolve(lk.species) not in (None, label)
     ]
     assert latin == []

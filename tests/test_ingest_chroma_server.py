@@ -23,6 +23,7 @@ from kb_support import one_torch_thread  # noqa: E402
 from bot.settings import Settings  # noqa: E402
 from ingest import pipeline, store  # noqa: E402
 from ingest.testing import crash_embedding_on_batch, tiny_catalog, write_tiny_guides  # noqa: E402
+from knowledge_base import vectorstore  # noqa: E402
 from knowledge_base.answer import Answerer  # noqa: E402
 from knowledge_base.catalog import default_catalog  # noqa: E402
 
@@ -95,9 +96,9 @@ def chroma_server(tmp_path_factory):
 def settings(chroma_server, tmp_path, monkeypatch):
     """Settings read from the environment with CHROMA_URL set, on an emptied server."""
     monkeypatch.setenv("CHROMA_URL", chroma_server)
-    # With CHROMA_URL the ingest lock file lives in var/; keep it in tmp so we never contend
-    # with another engineer's real re-ingest.
-    monkeypatch.setattr("config.DEFAULT_VAR_DIR", tmp_path / "var")
+    # This process's lock file ("this container"); other processes get their own (other containers),
+    # so only the lease in Chroma can keep two builders apart.
+    monkeypatch.setenv("INGEST_LOCK_FILE", str(tmp_path / "this-container.lock"))
     settings = Settings(GUIDES_DIR=tmp_path / "guides", LLM_BASE_URL=None)
     assert settings.chroma_url == chroma_server
     client = store.get_client(settings)
@@ -157,7 +158,7 @@ def test_reingest_v1_v2_rollback_over_http(settings, guides):
     back = pipeline.rollback(settings)
     assert back["collection"] == "guides_v1" and back["previous"] == "guides_v2"
     assert store.read_alias(_fresh_client(settings.chroma_url)).current == "guides_v1"
-    assert store.open_serving(settings)._collection.name == "guides_v1"
+    assert vectorstore.open_serving(settings)._collection.name == "guides_v1"
     assert not any("Glistening inkcap" in r["text"] for r in store.all_chunks(settings))
 
 
@@ -189,7 +190,7 @@ def test_failure_midway_leaves_serving_version_and_no_half_collection(settings, 
 # --- one builder across replicas: the lease in the index ------------------------------------------
 
 def _slow_embedding(monkeypatch, seconds: float) -> None:
-    from ingest.embeddings import MiniLMEmbeddings
+    from knowledge_base.embeddings import MiniLMEmbeddings
 
     monkeypatch.setattr(pipeline, "EMBED_BATCH", 2)
     real = MiniLMEmbeddings.embed_documents
@@ -199,6 +200,10 @@ def _slow_embedding(monkeypatch, seconds: float) -> None:
         return real(self, texts)
 
     monkeypatch.setattr(MiniLMEmbeddings, "embed_documents", slow)
+
+
+def other_container_lock(settings) -> Path:
+    return Path(settings.ingest_lock_file).with_name("other-container.lock")
 
 
 def test_a_second_replica_is_refused_while_one_builds(settings, guides, monkeypatch):
@@ -217,7 +222,7 @@ def test_a_second_replica_is_refused_while_one_builds(settings, guides, monkeypa
         [sys.executable, "-m", "ingest", "run", "--json", "--no-catalog", "--source", str(guides),
          "--chroma-url", settings.chroma_url],
         capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parent.parent,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "INGEST_LOCK_FILE": str(other_container_lock(settings))},
     )
     builder.join(timeout=240)
     report = json.loads(other.stdout)
@@ -263,7 +268,7 @@ def test_a_killed_build_leaves_an_orphan_that_status_lists_and_gc_removes(settin
     script = (
         "import time, sys\n"
         "from ingest import pipeline, store\n"
-        "from ingest.embeddings import MiniLMEmbeddings\n"
+        "from knowledge_base.embeddings import MiniLMEmbeddings\n"
         "store.LEASE_TTL_S = 3\n"
         "pipeline.EMBED_BATCH = 2\n"
         "real = MiniLMEmbeddings.embed_documents\n"
@@ -275,7 +280,8 @@ def test_a_killed_build_leaves_an_orphan_that_status_lists_and_gc_removes(settin
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parent.parent,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "CHROMA_URL": settings.chroma_url})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "CHROMA_URL": settings.chroma_url,
+                                 "INGEST_LOCK_FILE": str(other_container_lock(settings))})
     assert proc.stdout.readline().strip() == "embedding"
     time.sleep(1.5)  # a batch or two written into guides_v2
     proc.send_signal(signal.SIGKILL)

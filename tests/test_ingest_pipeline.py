@@ -10,6 +10,7 @@ from bot.settings import Settings  # noqa: E402
 from ingest import pipeline, store  # noqa: E402
 from ingest.__main__ import main as cli_main  # noqa: E402
 from ingest.testing import crash_embedding_on_batch, tiny_catalog, write_tiny_guides  # noqa: E402
+from knowledge_base import vectorstore  # noqa: E402
 
 
 @pytest.fixture()
@@ -47,7 +48,7 @@ def test_reingest_builds_v1_then_v2_and_moves_alias(settings, guides):
     assert {"id", "text", "metadata"} <= set(rows[0])
     assert any(r["metadata"]["species"] == "amanita_vaginata" and r["metadata"]["kind"] == "guide" for r in rows)
 
-    hits = store.open_serving(settings).similarity_search("fly agaric red cap with white warts", k=3)
+    hits = vectorstore.open_serving(settings).similarity_search("fly agaric red cap with white warts", k=3)
     assert "amanita_muscaria" in {d.metadata["species"] for d in hits}
     # a raw chroma query by text goes through our embedding function, never chroma's default model
     raw = store.get_collection(store.get_client(settings), "guides_v1").query(
@@ -121,14 +122,14 @@ def test_rollback_switches_back_and_forth(settings, guides):
     _ingest(settings, force=True)
     info = pipeline.rollback(settings)
     assert info["collection"] == "guides_v1" and info["previous"] == "guides_v2"
-    assert store.open_serving(settings)._collection.name == "guides_v1"
+    assert vectorstore.open_serving(settings)._collection.name == "guides_v1"
     assert pipeline.rollback(settings)["collection"] == "guides_v2"
 
 
 def test_ensure_index_builds_once(settings, guides):
     assert store.serving_info(settings)["available"] is False
     with pytest.raises(store.NoIndexError):
-        store.open_serving(settings)
+        vectorstore.open_serving(settings)
     report = pipeline.ensure_index(settings, catalog=tiny_catalog())
     assert report is not None and report.ok
     assert pipeline.ensure_index(settings, catalog=tiny_catalog()) is None

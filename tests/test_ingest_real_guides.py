@@ -10,6 +10,7 @@ from bot.settings import Settings
 from ingest import pipeline, store
 from ingest.chunking import chunk_documents, find_headings
 from ingest.loaders import load_paths
+from knowledge_base import vectorstore
 from knowledge_base.catalog import default_catalog
 
 
@@ -63,5 +64,5 @@ def test_real_guide_through_the_full_pipeline(guides_dir, tmp_path):
     report = pipeline.reingest(settings, sources=palmer, include_catalog=False)
     assert report.status == "built", report.error
     assert report.chunks == store.serving_info(settings)["count"] > 10
-    hits = store.open_serving(settings).similarity_search("shaggy mane Coprinus comatus", k=3)
+    hits = vectorstore.open_serving(settings).similarity_search("shaggy mane Coprinus comatus", k=3)
     assert any("COPRINUS COMATUS" in d.page_content or d.metadata["species_name"] == "Coprinus comatus" for d in hits)

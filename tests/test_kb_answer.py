@@ -5,7 +5,8 @@ import re
 import pytest
 from kb_support import make_catalog, one_torch_thread, shared_store
 
-from knowledge_base.answer import Answer, Answerer, Citation, gives_permission_to_eat
+from knowledge_base.answer import Answerer
+from knowledge_base.answer_types import Answer, Citation, gives_permission_to_eat
 from knowledge_base.catalog import DANGEROUS
 from knowledge_base.retrieval import HybridRetriever
 

@@ -8,7 +8,8 @@ from kb_support import make_catalog
 from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from knowledge_base.answer import Answerer, gives_permission_to_eat
+from knowledge_base.answer import Answerer
+from knowledge_base.answer_types import gives_permission_to_eat
 from knowledge_base.llm import OpenAICompatibleChat, Rephraser, guard_rewording
 
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from knowledge_base import phrases
-from knowledge_base.answer import Answerer, PhotoContext, gives_permission_to_eat
+from knowledge_base.answer import Answerer
+from knowledge_base.answer_types import PhotoContext, gives_permission_to_eat
 from knowledge_base.evaluate import USER_QUESTIONS_FILE, evaluate_user_set, first_aid_leads
 from knowledge_base.triage import triage
 

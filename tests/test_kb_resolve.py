@@ -3,20 +3,8 @@
 import pytest
 from kb_support import make_catalog
 
-from knowledge_base.resolve import (
-    ALCOHOL,
-    CAN_EAT,
-    COOKING,
-    FEATURES,
-    FIRST_AID,
-    GENERAL,
-    HABITAT,
-    LOOKALIKES,
-    SYMPTOMS,
-    TOXICITY,
-    TREATMENT,
-    SpeciesResolver,
-)
+from knowledge_base import resolve  # the intent names (resolve.TOXICITY...), as resolve re-exports them
+from knowledge_base.resolve import SpeciesResolver
 
 
 @pytest.fixture(scope="module")
@@ -72,26 +60,26 @@ def test_unknown_latin_name_is_reported(resolver):
 
 
 @pytest.mark.parametrize("question, intent", [
-    ("Is the death cap poisonous?", TOXICITY),
-    ("can I eat a porcini", CAN_EAT),
-    ("Is the grisette safe?", CAN_EAT),
-    ("is it posionous", TOXICITY),                     # a misspelt keyword
-    ("kann man den Steinpilz roh essen?", COOKING),    # raw vs cooked, in German
-    ("is there an antidote for amanita poisoning", TREATMENT),
-    ("fly agaric with beer?", ALCOHOL),
-    ("ate wild mushrooms 30 min ago now sweating and drooling", FIRST_AID),  # no "I"
-    ("mi perro comió una seta, qué hago?", FIRST_AID),
-    ("What does the fly agaric look like?", FEATURES),
-    ("How to identify Amanita phalloides", FEATURES),
-    ("What are the lookalikes of the death cap?", LOOKALIKES),
-    ("What can porcini be confused with?", LOOKALIKES),
-    ("How do I tell the grisette from the death cap?", LOOKALIKES),
-    ("What are the symptoms of death cap poisoning?", SYMPTOMS),
-    ("I ate a fly agaric", FIRST_AID),
-    ("My dog ate a false morel, what to do?", FIRST_AID),
-    ("Where does the fly agaric grow?", HABITAT),
-    ("When is the season for false morels?", HABITAT),
-    ("Tell me about the death cap", GENERAL),  # "cap" in the name is not a features question
+    ("Is the death cap poisonous?", resolve.TOXICITY),
+    ("can I eat a porcini", resolve.CAN_EAT),
+    ("Is the grisette safe?", resolve.CAN_EAT),
+    ("is it posionous", resolve.TOXICITY),                     # a misspelt keyword
+    ("kann man den Steinpilz roh essen?", resolve.COOKING),    # raw vs cooked, in German
+    ("is there an antidote for amanita poisoning", resolve.TREATMENT),
+    ("fly agaric with beer?", resolve.ALCOHOL),
+    ("ate wild mushrooms 30 min ago now sweating and drooling", resolve.FIRST_AID),  # no "I"
+    ("mi perro comió una seta, qué hago?", resolve.FIRST_AID),
+    ("What does the fly agaric look like?", resolve.FEATURES),
+    ("How to identify Amanita phalloides", resolve.FEATURES),
+    ("What are the lookalikes of the death cap?", resolve.LOOKALIKES),
+    ("What can porcini be confused with?", resolve.LOOKALIKES),
+    ("How do I tell the grisette from the death cap?", resolve.LOOKALIKES),
+    ("What are the symptoms of death cap poisoning?", resolve.SYMPTOMS),
+    ("I ate a fly agaric", resolve.FIRST_AID),
+    ("My dog ate a false morel, what to do?", resolve.FIRST_AID),
+    ("Where does the fly agaric grow?", resolve.HABITAT),
+    ("When is the season for false morels?", resolve.HABITAT),
+    ("Tell me about the death cap", resolve.GENERAL),  # "cap" in the name is not a features question
 ])
 def test_intent(resolver, question, intent):
     assert resolver.resolve(question).intent == intent

@@ -7,7 +7,7 @@ import io
 import logging
 
 import pytest
-from bot_support import jpeg, make_core, make_settings, tiny_model
+from bot_support import FakeTelegram, jpeg, make_core, make_settings, tiny_model
 from telegram import Update
 
 from bot.logs import REDACTED, RedactSecrets, secret_values, setup_logging
@@ -34,20 +34,14 @@ def captured():
 
 
 async def test_a_debug_telegram_session_logs_no_token(tmp_path, captured):
-    from test_bot_telegram import BOT_USER, FakeTelegram
-
     settings = make_settings(tmp_path, TELEGRAM_BOT_TOKEN=TOKEN, API_KEY=API_KEY)
     model = tiny_model(str(tmp_path / "model"), "amanita_phalloides")
     door = TelegramFrontDoor(make_core(settings, model), settings, album_wait_s=0.1)
     fake = FakeTelegram()
     app = door.build_application(TOKEN, request=fake)
     await app.initialize()
-    fake.files["p1"] = jpeg()
-    chat, sender = {"id": 5, "type": "private"}, {"id": 5, "is_bot": False, "first_name": "A"}
-    for n, message in enumerate([{"text": "is the death cap deadly?"}, {"photo": [
-            {"file_id": "p1", "file_unique_id": "p1", "width": 96, "height": 96, "file_size": 100}]}]):
-        update = {"update_id": n + 1, "message": {"message_id": n + 1, "date": 0, "chat": chat, "from": sender,
-                                                   **message}}
+    for n, message in enumerate([{"text": "is the death cap deadly?"}, fake.photo("p1", jpeg())]):
+        update = FakeTelegram.message_update(n + 1, n + 1, user=5, **message)
         await app.process_update(Update.de_json(update, app.bot))
     await door.drain()
     # Library lines that quote secrets, as httpx, uvicorn and a failing request would.
@@ -65,7 +59,7 @@ async def test_a_debug_telegram_session_logs_no_token(tmp_path, captured):
     assert TOKEN not in text and TOKEN.split(":")[1] not in text
     assert API_KEY not in text and DISCORD not in text
     assert text.count(REDACTED) >= 5
-    assert BOT_USER["username"] in text or "getMe" in text or "handled" in text
+    assert FakeTelegram.BOT_USER["username"] in text or "getMe" in text or "handled" in text
 
 
 def test_secret_values_are_every_secret_setting(tmp_path):

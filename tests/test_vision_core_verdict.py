@@ -6,23 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from vision_support import EDIBILITY, edibility
 
 from vision_model.verdict import SafetyConfig, VerdictResult, decide, energy_score, softmax
 
-# The tests' own small catalog: label -> edibility class; anything else is "unknown".
-EDIBILITY = {
-    "amanita_phalloides": "deadly",
-    "amanita_muscaria": "poisonous",
-    "boletus_edulis": "edible",
-    "cantharellus_cibarius": "edible",
-    "fomes_fomentarius": "inedible",
-    "morchella_esculenta": "edible_with_caution",
-}
 LABELS = [*EDIBILITY, "mystery_fungus"]  # the last one is missing from the catalog
-
-
-def edibility(label: str) -> str:
-    return EDIBILITY.get(label, "unknown")
 
 
 SAFETY = SafetyConfig(

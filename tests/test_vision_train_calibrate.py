@@ -1,19 +1,17 @@
 """vision_model.calibrate: temperature scaling and safety-threshold tuning on synthetic logits."""
 
 import numpy as np
+from vision_support import edibility  # the tests' one small catalog
 
-from tests.test_vision_core_verdict import EDIBILITY  # the tests' one small catalog
 from vision_model.calibrate import (
     SELECTIVE_ACCURACY_TARGET,
-    build_tuning_set,
-    evaluate_with_decide,
-    expected_calibration_error,
     fit_temperature,
-    nll,
+    safety_config,
     selective_accuracy_threshold,
-    synthetic_images,
     tune_thresholds,
 )
+from vision_model.heldout import build_tuning_set, synthetic_images
+from vision_model.metrics import evaluate_with_decide, expected_calibration_error, nll
 from vision_model.verdict import SafetyConfig, energy_score, softmax
 
 LABELS = [
@@ -23,10 +21,6 @@ LABELS = [
     "cantharellus_cibarius",
     "fomes_fomentarius",
 ]
-
-
-def edibility(label: str) -> str:
-    return EDIBILITY.get(label, "unknown")
 
 
 def overconfident_logits(n: int, seed: int = 0, scale: float = 12.0):
@@ -76,13 +70,7 @@ def test_threshold_tuning_gives_zero_dangerous_errors_on_its_set():
 
     energies = energy_score(logits, t)
     chosen = tune_thresholds(tuning, LABELS, edibility, t, {"p95": float(np.percentile(energies, 95))})
-    safety = SafetyConfig(
-        temperature=t,
-        danger_threshold=chosen["danger_threshold"],
-        abstain_min_probability=chosen["abstain_min_probability"],
-        edible_min_probability=chosen["edible_min_probability"],
-        ood_threshold=chosen["ood_threshold"],
-    )
+    safety = safety_config(chosen, t)
     checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
 
     assert checked["dangerous_errors"] == 0 == chosen["dangerous"]
@@ -113,14 +101,7 @@ def test_when_no_threshold_is_safe_the_model_never_says_edible():
         logits, [LABELS[i] for i in targets], LABELS, edibility, set(), np.zeros((0, 5))
     )
     chosen = tune_thresholds(tuning, LABELS, edibility, 1.0, {})
-    safety = SafetyConfig(
-        temperature=1.0,
-        danger_threshold=chosen["danger_threshold"],
-        abstain_min_probability=chosen["abstain_min_probability"],
-        edible_min_probability=chosen["edible_min_probability"],
-        ood_threshold=chosen["ood_threshold"],
-        allow_edible=chosen["allow_edible"],
-    )
+    safety = safety_config(chosen, 1.0)
     checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
     assert chosen.get("never_edible") and checked["dangerous_errors"] == 0
     assert checked["dangerous_errors_incl_caution"] == 0
@@ -180,14 +161,8 @@ def test_never_edible_fallback_keeps_answers_and_abstains_only_when_unsure():
     assert chosen["ood"]["used"] and chosen["ood_threshold"] == chosen["ood"]["candidate"]
     assert chosen["ood"]["open_set_flag_rate"] >= 0.25
 
-    safety = SafetyConfig(
-        temperature=1.0,
-        danger_threshold=chosen["danger_threshold"],
-        abstain_min_probability=threshold,
-        edible_min_probability=chosen["edible_min_probability"],
-        ood_threshold=chosen["ood_threshold"],
-        allow_edible=chosen["allow_edible"],
-    )
+    safety = safety_config(chosen, 1.0)
+    assert safety.abstain_min_probability == threshold and safety.allow_edible is False
     checked = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)
     assert checked["dangerous_errors"] == 0 == checked["dangerous_errors_incl_caution"]
     assert checked["edible_verdicts"] == 0

@@ -1,31 +1,13 @@
 """vision_model.data: listing, min-photos filter, unreadable files, deterministic stratified splits."""
 
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
+from vision_support import make_folder, shape_image
 
 from vision_model.data import Preprocess, scan_image_folder, split_samples
-
-
-def shape_image(path: Path, colour: tuple[int, int, int], seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (80, 64), tuple(int(c) for c in rng.integers(0, 80, 3)))
-    draw = ImageDraw.Draw(img)
-    x, y = (int(v) for v in rng.integers(5, 30, 2))
-    draw.ellipse((x, y, x + 30, y + 25), fill=colour)
-    img.save(path, quality=90)
-
-
-def make_folder(root: Path, counts: dict[str, int]) -> Path:
-    colours = [(220, 30, 30), (30, 200, 40), (40, 60, 220), (230, 220, 40), (200, 40, 200)]
-    for k, (label, n) in enumerate(counts.items()):
-        (root / label).mkdir(parents=True)
-        for i in range(n):
-            shape_image(root / label / f"{label}_{i}.jpg", colours[k % len(colours)], seed=100 * k + i)
-    return root
 
 
 def test_min_photos_filter_and_unreadable_files_are_reported(tmp_path):

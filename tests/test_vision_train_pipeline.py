@@ -11,40 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.test_vision_train_data import make_folder
-
-LABELS = {"amanita_phalloides": 5, "boletus_edulis": 5, "cantharellus_cibarius": 5, "amanita_muscaria": 5}
-
-
-def tiny_backbone(path: Path) -> Path:
-    import torch
-    from transformers import Dinov2Config, Dinov2Model
-
-    torch.manual_seed(0)
-    config = Dinov2Config(
-        hidden_size=32, num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2, image_size=56, patch_size=14
-    )
-    Dinov2Model(config).save_pretrained(path)
-    (path / "preprocessor_config.json").write_text(
-        json.dumps(
-            {
-                "image_processor_type": "BitImageProcessor",
-                "do_convert_rgb": True,
-                "do_resize": True,
-                "size": {"shortest_edge": 64},
-                "resample": 3,
-                "do_center_crop": True,
-                "crop_size": {"height": 56, "width": 56},
-                "do_rescale": True,
-                "rescale_factor": 1 / 255,
-                "do_normalize": True,
-                "image_mean": [0.485, 0.456, 0.406],
-                "image_std": [0.229, 0.224, 0.225],
-            }
-        )
-    )
-    return path
+from vision_support import (  # noqa: F401 - vision_caches_outside_the_checkout is autouse
+    TINY_PHOTOS,
+    make_folder,
+    tiny_backbone,
+    vision_caches_outside_the_checkout,
+)
 
 
 def tiny_run_args(tmp_path: Path, **overrides):
@@ -52,7 +24,7 @@ def tiny_run_args(tmp_path: Path, **overrides):
     from vision_model import train
 
     defaults = dict(
-        data_dir=str(make_folder(tmp_path / "img", LABELS)),
+        data_dir=str(make_folder(tmp_path / "img", TINY_PHOTOS)),
         backbone=str(tiny_backbone(tmp_path / "backbone")),
         output_dir=str(tmp_path / "run"),
         num_hidden_layers=2,
@@ -73,7 +45,7 @@ def trained(tmp_path_factory):
     from vision_model import train
 
     tmp = tmp_path_factory.mktemp("vision_train")
-    data = make_folder(tmp / "img", LABELS)
+    data = make_folder(tmp / "img", TINY_PHOTOS)
     args = train.TrainArguments(
         data_dir=str(data),
         backbone=str(tiny_backbone(tmp / "backbone")),
@@ -106,7 +78,7 @@ def test_tiny_model_trains_and_loads_with_the_classifier(trained):
     assert (tmp / "run" / "history.csv").read_text().startswith("epoch,")
     config = json.loads((model_dir / "config.json").read_text())
     assert config["num_hidden_layers"] == 2 and config["out_indices"] == [2]
-    assert sorted(config["id2label"].values()) == sorted(LABELS)
+    assert sorted(config["id2label"].values()) == sorted(TINY_PHOTOS)
 
     safety = SafetyConfig.load(model_dir)
     assert safety.version == "tiny-e2e" and safety.temperature > 0
@@ -116,7 +88,7 @@ def test_tiny_model_trains_and_loads_with_the_classifier(trained):
         clf = Classifier.load(where, backend="torch")
         photo = next((tmp / "img" / "boletus_edulis").glob("*.jpg"))
         result = clf.identify([Image.open(photo)])
-        assert result.top_k[0].label in LABELS
+        assert result.top_k[0].label in TINY_PHOTOS
         assert 0.99 < sum(p.probability for p in clf.identify_each([photo])[0].top_k) <= 1.0 + 1e-6
 
 
@@ -138,7 +110,7 @@ def test_fresh_head_trains_with_layer_wise_rates(tmp_path):
 
     from vision_model import train
 
-    data = make_folder(tmp_path / "img", LABELS)
+    data = make_folder(tmp_path / "img", TINY_PHOTOS)
     args = train.TrainArguments(
         data_dir=str(data),
         backbone=str(tiny_backbone(tmp_path / "backbone")),
@@ -156,7 +128,7 @@ def test_fresh_head_trains_with_layer_wise_rates(tmp_path):
         cache_dir=str(tmp_path / "cache"),
         calibrate=False,
     )
-    model = train.build_model(args.backbone, sorted(LABELS), args.num_hidden_layers)
+    model = train.build_model(args.backbone, sorted(TINY_PHOTOS), args.num_hidden_layers)
     assert [g["lr"] for g in train.parameter_groups(model, args)] == [5e-4, 1e-3, 1e-2]
 
     model_dir = train.main(args)
@@ -418,7 +390,7 @@ def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, 
     import torch
     from safetensors.torch import load_file
 
-    from vision_model import calibrate, export, soup, train
+    from vision_model import calibrate, cli, export, soup, train
     from vision_model.classifier import Classifier
 
     tmp, args, first = trained
@@ -435,10 +407,10 @@ def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, 
         )
     )
     assert (second.parent / "splits.json").read_text() == (first.parent / "splits.json").read_text()
-    namespace = soup.build_parser().parse_args(
-        ["--models", str(first), str(second), "--output_dir", str(tmp_path / "soup")]
+    arguments = cli.parse_arguments(
+        soup.SoupArguments, ["--models", str(first), str(second), "--output_dir", str(tmp_path / "soup")]
     )
-    out = soup.main(train.dataclass_from_namespace(soup.SoupArguments, namespace))
+    out = soup.main(arguments)
 
     a, b, mean = (load_file(str(d / "model.safetensors")) for d in (first, second, out))
     key = "classifier.weight"
@@ -460,7 +432,7 @@ def test_soup_averages_two_runs_and_is_calibrated_and_described_as_one(trained, 
     )
     assert safety.version == "soup-tiny-e2e+tiny-v2"  # a first calibration names the model itself
     photo = next((tmp / "img" / "amanita_phalloides").glob("*.jpg"))
-    assert Classifier.load(out, backend="torch").identify_each([photo])[0].top_k[0].label in LABELS
+    assert Classifier.load(out, backend="torch").identify_each([photo])[0].top_k[0].label in TINY_PHOTOS
 
     card = export.model_card(out, {}, {})
     assert "mean of 2 such runs (a model soup): `tiny-e2e`, `tiny-v2` (--augmented_views 2 --seed 1)" in card
@@ -492,7 +464,7 @@ def test_bf16_autocast_runs_the_trained_blocks_in_bfloat16_and_keeps_float32_wei
     from vision_model import train
 
     args = tiny_run_args(tmp_path, epochs=2, average_last=0, bf16=True)
-    model = train.build_model(args.backbone, sorted(LABELS), args.num_hidden_layers)
+    model = train.build_model(args.backbone, sorted(TINY_PHOTOS), args.num_hidden_layers)
     tokens = torch.randn(2, 5, 32)
     for bf16, dtype in ((True, torch.bfloat16), (False, torch.float32)):
         with train.autocast(bf16):  # matmuls (the blocks' and the head's) follow autocast
@@ -528,7 +500,7 @@ def test_image_size_trains_at_another_crop_and_the_classifier_follows(tmp_path):
     photo = next((tmp_path / "img" / "boletus_edulis").glob("*.jpg"))
     assert load_preprocessor(model_dir)([Image.open(photo)]).shape == (1, 3, 70, 70)
     clf = Classifier.load(model_dir, backend="torch")
-    assert clf.identify([Image.open(photo)]).top_k[0].label in LABELS
+    assert clf.identify([Image.open(photo)]).top_k[0].label in TINY_PHOTOS
 
     info = json.loads((model_dir / "train_info.json").read_text())
     command = export.reproduce_command(info)  # the model card's: it rebuilds the model at 70
@@ -586,7 +558,7 @@ def test_cutmix_training_weighs_both_labels_by_area_and_trains_end_to_end(tmp_pa
     from vision_model import export, train
 
     args = tiny_run_args(tmp_path, epochs=2, average_last=0, cutmix=1.0, token_keep=1.0)
-    model = train.build_model(args.backbone, sorted(LABELS), args.num_hidden_layers)
+    model = train.build_model(args.backbone, sorted(TINY_PHOTOS), args.num_hidden_layers)
     trainable, opt = train.trainable_and_optimizer(model, args)
     x, y = torch.randn(4, 1 + 16, 32), torch.tensor([0, 1, 2, 3])  # 56 px: a 4x4 grid
 

@@ -12,27 +12,20 @@ identify
     errors, 3 when the model cannot be loaded.
 
 train / calibrate / evaluate / export / soup
-    Implemented in vision_model.train / .calibrate / .evaluate / .export / .soup (the training
-    pipeline); their arguments and --help are theirs. They are imported only when used, so this CLI (and
-    `identify`) works without them.
+    The training pipeline: `vision_model.<command>.main(args)`, its arguments the dataclass main()
+    takes (vision_model.cli parses them; `--help` lists them). Imported only when used, so
+    `--help` and `identify` start without torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PIPELINE_COMMANDS = {
-    "train": "fine-tune the vision model on the photo folder and write a model directory",
-    "evaluate": "measure a model directory on held-out photos (accuracy, calibration, safety costs)",
-    "calibrate": "fit the temperature and tune the safety thresholds on validation photos",
-    "export": "package a trained model directory as the bundled release",
-    "soup": "average the weights of model directories trained from the same start (a model soup)",
-}
+from vision_model import cli
 
 EXIT_OK, EXIT_NONE_IDENTIFIED, EXIT_USAGE, EXIT_NO_MODEL = 0, 1, 2, 3
 
@@ -88,58 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference runtime (default: $VISION_BACKEND, else auto = ONNX Runtime with torch fallback)",
     )
 
-    for name, summary in PIPELINE_COMMANDS.items():
-        # add_help=False: `python -m vision_model train --help` is answered by the module itself.
+    for name, summary in cli.PIPELINE_COMMANDS.items():
+        # add_help=False: `python -m vision_model train --help` is answered by vision_model.cli.run.
         sub.add_parser(name, help=summary, description=summary, add_help=False)
     return parser
-
-
-def _run_pipeline_command(name: str, argv: list[str]) -> int:
-    """Run vision_model.<name> with the remaining arguments.
-
-    The module's conventions (the training engineer's): `build_parser(parser)` adds its options
-    to an ArgumentParser, and `main(args)` takes the arguments dataclass named in its type hints
-    (built field by field from the parsed namespace). A module without build_parser gets
-    `main(argv)` and parses its own arguments.
-    """
-    try:
-        module = importlib.import_module(f"vision_model.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"vision_model.{name}":
-            raise
-        print(f"python -m vision_model {name}: {PIPELINE_COMMANDS[name]}.", file=sys.stderr)
-        print(f"error: vision_model/{name}.py is not available in this installation.", file=sys.stderr)
-        return EXIT_USAGE
-    entry = getattr(module, "main", None)
-    if entry is None:
-        print(f"error: vision_model.{name} has no main() entry point.", file=sys.stderr)
-        return EXIT_USAGE
-    build = getattr(module, "build_parser", None)
-    if build is None:
-        result = entry(argv)
-    else:
-        parser = argparse.ArgumentParser(
-            prog=f"python -m vision_model {name}", description=PIPELINE_COMMANDS[name]
-        )
-        namespace = (build(parser) or parser).parse_args(argv)
-        result = entry(_arguments_for(entry, namespace))
-    return result if isinstance(result, int) and not isinstance(result, bool) else 0
-
-
-def _arguments_for(entry, namespace: argparse.Namespace):
-    """The dataclass `entry` expects as its first argument, filled from the namespace."""
-    import dataclasses
-    import inspect
-    import typing
-
-    params = list(inspect.signature(entry).parameters)
-    hint = typing.get_type_hints(entry).get(params[0]) if params else None
-    if hint is None or not dataclasses.is_dataclass(hint):
-        return namespace
-    values = {
-        f.name: getattr(namespace, f.name) for f in dataclasses.fields(hint) if hasattr(namespace, f.name)
-    }
-    return hint(**values)
 
 
 def _default_model_dir() -> Path | None:
@@ -229,8 +174,8 @@ def identify(args: IdentifyArgs) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Pipeline subcommands own their argument parsing (including --help).
-    if argv and argv[0] in PIPELINE_COMMANDS:
-        return _run_pipeline_command(argv[0], argv[1:])
+    if argv and argv[0] in cli.PIPELINE_COMMANDS:
+        return cli.run(argv[0], argv[1:])
     parser = build_parser()
     ns = parser.parse_args(argv)
     args = IdentifyArgs(

@@ -5,15 +5,16 @@ can be re-run whenever the species catalog changes - edibility is read from the 
 tuning time, never from CLASSES.csv).
 
 1. Temperature T minimising the validation NLL (ECE reported before and after).
-2. Open-set simulation, because the real held-out set has species outside the label set:
+2. Open-set simulation (vision_model.heldout), because the real held-out set has species
+   outside the label set:
    - "leave-own-class-out": every validation photo of a few-shot species is scored again with
      its own class removed from the softmax - exactly what a photo of an unseen species looks
      like to the model (its mass lands on the nearest known species); its truth is "unknown";
    - synthetic non-mushroom images (noise, flat colours, gradients, stripes, bark/sky-like
      textures), truth "unknown".
 3. Grid search over (danger_threshold, abstain_min_probability, edible_min_probability,
-   ood_threshold) minimising the poison cost (100 x dangerous errors + 1 x edible photos not
-   called edible) / N, subject to ZERO dangerous errors on the validation + open-set examples,
+   ood_threshold) minimising the poison cost (vision_model.metrics: 100 x dangerous errors +
+   1 x edible photos not called edible) / N, subject to ZERO dangerous errors on the validation + open-set examples,
    and also zero when the model is assumed sharper than calibrated (probabilities at T / 1.5):
    a safety margin for species and photos we never saw. The chosen configuration is then
    re-checked photo by photo with verdict.decide (the production rule).
@@ -30,59 +31,63 @@ tuning time, never from CLASSES.csv).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
 import itertools
 import json
 import logging
 import math
+import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
 
-from vision_model.verdict import SAFETY_FILE, SafetyConfig, decide, energy_score, softmax
+from vision_model import cli
+from vision_model.data import MAIN_CLASS_MIN_PHOTOS, load_splits
+from vision_model.heldout import (
+    HeldOutArguments,
+    TuningSet,
+    build_tuning_set,
+    photo_logits,
+    synthetic_logits,
+)
+from vision_model.metrics import (
+    SAFE_TO_CALL_EDIBLE,
+    evaluate_with_decide,
+    expected_calibration_error,
+    masked_energy,
+    masked_softmax,
+    nll,
+    poison_cost,
+)
+from vision_model.release import read_labels, read_train_info, trained_splits
+from vision_model.verdict import SAFETY_FILE, SafetyConfig, energy_score, softmax
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "data" / "images"
-POISON_COST = 100.0  # a poisonous-or-avoid photo (or an unknown species) called "edible"
-MISSED_EDIBLE_COST = 1.0  # an edible photo not called "edible"
 # Never-edible fallback (see the module docstring, step 4).
 SELECTIVE_ACCURACY_TARGET = 0.90  # accuracy wanted among the photos the model does not abstain on
 DEFAULT_NEVER_EDIBLE_ABSTAIN = 0.9  # when no top-1 threshold reaches that accuracy
 OOD_VAL_FLAG_RATE = 0.10  # share of in-distribution validation photos the OOD threshold may flag
 OOD_MIN_OPEN_SET_SHARE = 0.25  # below this share of the open set flagged, the OOD check is dropped
 SHARPEN_MARGIN = 1.5  # safety margin: no dangerous error even with probabilities at T / 1.5
-
-# Each edibility class counts as "dangerous if called edible" unless it is plain edible.
-SAFE_TO_CALL_EDIBLE = frozenset({"edible"})
+# The safety.json fields a threshold search chooses (the temperature is fitted first).
+THRESHOLDS = (
+    "danger_threshold",
+    "abstain_min_probability",
+    "edible_min_probability",
+    "ood_threshold",
+    "allow_edible",
+)
 
 
 @dataclass
-class CalibrateArguments:
-    model: str = field(
-        default=str(PROJECT_ROOT / "vision_model" / "release"), metadata={"help": "model directory"}
-    )
-    data_dir: str = field(
-        default=str(DEFAULT_DATA), metadata={"help": "image folder the model was trained on"}
-    )
-    splits: str | None = field(
-        default=None,
-        metadata={"help": "splits.json from the training run (default: recomputed from the seed)"},
-    )
-    seed: int = field(default=0, metadata={"help": "split seed (when splits.json is not given)"})
-    min_photos: int = 2
-    synthetic_images: int = field(default=64, metadata={"help": "synthetic non-mushroom images for open set"})
+class CalibrateArguments(HeldOutArguments):
     version: str | None = field(
         default=None, metadata={"help": "version string for safety.json (default: kept, else train_info.json's)"}
     )
-    backend: str = field(default="torch", metadata={"help": "inference backend for the logits"})
-    cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-logits"))
     from_model: str | None = field(
         default=None,
         metadata={
@@ -93,24 +98,7 @@ class CalibrateArguments:
     )
 
 
-# --- metrics -------------------------------------------------------------------------------------
-
-
-def nll(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> float:
-    p = softmax(logits, temperature)
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(targets)), targets], 1e-12, None))))
-
-
-def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, bins: int = 15) -> float:
-    conf = probs.max(1)
-    correct = probs.argmax(1) == targets
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in itertools.pairwise(edges):
-        in_bin = (conf > lo) & (conf <= hi)
-        if in_bin.any():
-            ece += in_bin.mean() * abs(conf[in_bin].mean() - correct[in_bin].mean())
-    return float(ece)
+# --- temperature --------------------------------------------------------------------------------------
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -131,161 +119,7 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(math.exp((lo + hi) / 2))
 
 
-# --- synthetic out-of-set images -------------------------------------------------------------------
-
-
-def synthetic_images(n: int, seed: int = 0, size: int = 256) -> list[Image.Image]:
-    """Things that are not mushrooms: noise, flat colours, gradients, stripes, blurred textures."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for i in range(n):
-        kind = i % 6
-        if kind == 0:  # uniform noise
-            arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        elif kind == 1:  # flat colour
-            arr = np.broadcast_to(rng.integers(0, 256, 3, dtype=np.uint8), (size, size, 3)).copy()
-        elif kind == 2:  # linear gradient between two colours
-            a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-            t = np.linspace(0, 1, size)[:, None, None]
-            arr = np.broadcast_to(a * (1 - t) + b * t, (size, size, 3)).astype(np.uint8)
-        elif kind == 3:  # stripes / checks
-            period = int(rng.integers(4, 40))
-            x = (np.arange(size) // period) % 2
-            grid = (
-                (x[:, None] ^ x[None, :]) if rng.random() < 0.5 else np.broadcast_to(x[None, :], (size, size))
-            )
-            a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-            arr = np.where(grid[..., None] == 1, a, b).astype(np.uint8)
-        elif kind == 4:  # sky-like: blue-ish gradient with soft blotches
-            base = np.array([90, 140, 210]) + rng.integers(-30, 30, 3)
-            noise = np.asarray(
-                Image.fromarray(rng.integers(0, 256, (size // 16, size // 16), dtype=np.uint8)).resize(
-                    (size, size), Image.BICUBIC
-                ),
-                dtype=np.float64,
-            )[..., None]
-            arr = np.clip(base + (noise - 128) * 0.4, 0, 255).astype(np.uint8)
-        else:  # bark-like: vertically stretched brown noise
-            noise = rng.integers(0, 256, (size, size // 8), dtype=np.uint8)
-            img = (
-                Image.fromarray(noise)
-                .resize((size, size), Image.BILINEAR)
-                .filter(ImageFilter.GaussianBlur(1))
-            )
-            shade = np.asarray(img, dtype=np.float64)[..., None] / 255.0
-            arr = (np.array([110, 80, 50]) * (0.5 + shade)).clip(0, 255).astype(np.uint8)
-        images.append(Image.fromarray(np.ascontiguousarray(arr), mode="RGB"))
-    return images
-
-
-# --- logits of the validation photos (cached) -----------------------------------------------------
-
-
-def _fingerprint(model_dir: Path, items: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for name in ("model.safetensors", "config.json", "preprocessor_config.json"):
-        path = model_dir / name
-        if path.exists():
-            st = path.stat()
-            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    h.update("\n".join(items).encode())
-    return h.hexdigest()[:16]
-
-
-def model_logits(
-    model_dir: Path, images: Sequence, keys: Sequence[str], cache_dir: Path | None, backend: str = "torch"
-) -> np.ndarray:
-    """Logits exactly as the production Classifier computes them (cached by weights + keys)."""
-    cache_path = None
-    if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"{_fingerprint(Path(model_dir), list(keys))}.npy"
-        if cache_path.exists():
-            return np.load(cache_path)
-    from tqdm.auto import tqdm
-
-    from vision_model.classifier import Classifier
-
-    clf = Classifier.load(model_dir, backend=backend, edibility=lambda label: "unknown")
-    chunks = []
-    step = 32
-    for start in tqdm(range(0, len(images), step), desc="logits", unit="batch", leave=False):
-        chunks.append(clf.logits(list(images[start : start + step])))
-    logits = np.concatenate(chunks) if chunks else np.zeros((0, len(clf.labels)), dtype=np.float32)
-    if cache_path is not None:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache_path, logits)
-    return logits
-
-
-def load_split(
-    args_data_dir: str, splits_path: str | None, seed: int, min_photos: int, split: str
-) -> list[tuple[Path, str]]:
-    """(path, label) of one split: from a training run's splits.json, else recomputed from the seed."""
-    root = Path(args_data_dir)
-    if splits_path and Path(splits_path).exists():
-        data = json.loads(Path(splits_path).read_text())
-        return [(root / rel, label) for rel, label in data[split]]
-    from vision_model.data import scan_image_folder, split_samples
-
-    folder = scan_image_folder(root, min_photos=min_photos, verify=False)
-    splits = split_samples(folder.samples, seed=seed).as_dict()
-    return [(s.path, s.label) for s in splits[split]]
-
-
 # --- threshold tuning --------------------------------------------------------------------------------
-
-
-@dataclass
-class TuningSet:
-    """Examples for threshold tuning: logits over `labels` (masked classes = -inf) and true edibility."""
-
-    logits: np.ndarray  # (N, C)
-    truth: list[str]  # edibility class of the true species ("unknown" for open-set examples)
-    kind: list[str]  # "val", "open_set_species", "synthetic"
-    target: np.ndarray | None = None  # index of the true label (-1 for open-set examples)
-
-
-def build_tuning_set(
-    val_logits: np.ndarray,
-    val_labels: Sequence[str],
-    labels: Sequence[str],
-    edibility: Callable[[str], str],
-    fewshot: set[str],
-    synthetic_logits: np.ndarray,
-) -> TuningSet:
-    index = {label: i for i, label in enumerate(labels)}
-    rows, truth, kind = [val_logits], [edibility(lab) for lab in val_labels], ["val"] * len(val_labels)
-    target = [index[lab] for lab in val_labels]
-    masked = []
-    for logit, lab in zip(val_logits, val_labels, strict=True):
-        if lab in fewshot:
-            row = logit.astype(np.float64).copy()
-            row[index[lab]] = -np.inf  # the species is "not in the label set"
-            masked.append(row)
-    if masked:
-        rows.append(np.stack(masked))
-        truth += ["unknown"] * len(masked)
-        kind += ["open_set_species"] * len(masked)
-    if len(synthetic_logits):
-        rows.append(synthetic_logits)
-        truth += ["unknown"] * len(synthetic_logits)
-        kind += ["synthetic"] * len(synthetic_logits)
-    target += [-1] * (len(truth) - len(target))
-    return TuningSet(
-        np.concatenate([r.astype(np.float64) for r in rows]), truth, kind, np.array(target, dtype=int)
-    )
-
-
-def _masked_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = logits / temperature
-    z = z - np.nanmax(np.where(np.isfinite(z), z, np.nan), axis=1, keepdims=True)
-    e = np.where(np.isfinite(z), np.exp(np.where(np.isfinite(z), z, 0.0)), 0.0)
-    return e / e.sum(1, keepdims=True)
-
-
-def _masked_energy(logits: np.ndarray, temperature: float) -> np.ndarray:
-    finite = np.where(np.isfinite(logits), logits, -1e30)
-    return energy_score(finite, temperature)
 
 
 @dataclass
@@ -377,7 +211,7 @@ def hardest_case(
     if not looks_edible.any():
         return None
     i = int(np.flatnonzero(looks_edible)[np.argmax(summaries.edible_mass[looks_edible])])
-    target = -1 if tuning.target is None else int(tuning.target[i])
+    target = int(tuning.target[i])
     return {
         "kind": tuning.kind[i],
         "true_label": labels[target] if target >= 0 else None,
@@ -394,10 +228,7 @@ def never_edible_thresholds(
     """The fallback configuration: no edible verdicts, abstention tuned for selective accuracy."""
     kinds = np.array(tuning.kind)
     val = kinds == "val"
-    if tuning.target is not None:
-        correct = tuning.logits[val].argmax(1) == tuning.target[val]
-    else:  # no true labels known: nothing to tune the abstention on
-        correct = np.zeros(int(val.sum()), dtype=bool)
+    correct = tuning.logits[val].argmax(1) == tuning.target[val]
     val_top = summaries.top_prob[val]
     found = selective_accuracy_threshold(val_top, correct)
     abstain = found if found is not None else DEFAULT_NEVER_EDIBLE_ABSTAIN
@@ -422,7 +253,7 @@ def never_edible_thresholds(
         "edible_min_probability": 1.0,  # unused when allow_edible is False
         "ood_threshold": ood_threshold,
         "allow_edible": False,
-        "cost": MISSED_EDIBLE_COST * missed / max(1, len(is_edible)),
+        "cost": poison_cost(0, missed, len(is_edible)),
         "dangerous": 0,
         "dangerous_sharpened": 0,
         "missed_edible": missed,
@@ -446,18 +277,18 @@ def tune_thresholds(
     temperature: float,
     val_energy_percentiles: dict[str, float],
 ) -> dict:
-    label_classes = np.array([edibility(lab) or "unknown" for lab in labels])
+    label_classes = np.array([edibility(lab) for lab in labels])
     truth = np.array(tuning.truth)
     is_edible = np.isin(truth, list(SAFE_TO_CALL_EDIBLE))
     summaries = {
         "calibrated": summarise(
-            _masked_softmax(tuning.logits, temperature),
-            _masked_energy(tuning.logits, temperature),
+            masked_softmax(tuning.logits, temperature),
+            masked_energy(tuning.logits, temperature),
             label_classes,
         ),
         "sharpened": summarise(
-            _masked_softmax(tuning.logits, temperature / SHARPEN_MARGIN),
-            _masked_energy(tuning.logits, temperature),
+            masked_softmax(tuning.logits, temperature / SHARPEN_MARGIN),
+            masked_energy(tuning.logits, temperature),
             label_classes,
         ),
     }
@@ -475,7 +306,7 @@ def tune_thresholds(
         dangerous = int((edible_cal & ~is_edible).sum())
         dangerous_sharp = int((edible_sharp & ~is_edible).sum())
         missed = int((~edible_cal & is_edible).sum())
-        cost = (POISON_COST * dangerous + MISSED_EDIBLE_COST * missed) / max(1, n)
+        cost = poison_cost(dangerous, missed, n)
         # Zero dangerous errors, with margin; then lowest cost; ties -> the more cautious setting.
         key = (dangerous + dangerous_sharp > 0, cost, d, -a, -e)
         if best is None or key < best[0]:
@@ -502,42 +333,6 @@ def tune_thresholds(
     return {**best[1], "allow_edible": True}
 
 
-def evaluate_with_decide(
-    logits: np.ndarray,
-    truth: Sequence[str],
-    labels: Sequence[str],
-    edibility: Callable[[str], str],
-    safety: SafetyConfig,
-) -> dict:
-    """Poison cost and counts, photo by photo, with the production rule."""
-    probs = _masked_softmax(np.asarray(logits, dtype=np.float64), safety.temperature)
-    energy = _masked_energy(np.asarray(logits, dtype=np.float64), safety.temperature)
-    verdicts, dangerous, dangerous_incl_caution, missed, abstained = [], 0, 0, 0, 0
-    for p, en, t in zip(probs, energy, truth, strict=True):
-        r = decide(p, labels, edibility, safety, energy=float(en))
-        verdicts.append(r.verdict)
-        abstained += r.abstained
-        if r.verdict == "edible" and t not in SAFE_TO_CALL_EDIBLE:
-            dangerous += 1
-        # The stricter count a release check may use: "edible_with_caution" read as "edible".
-        if r.verdict in ("edible", "edible_with_caution") and t not in SAFE_TO_CALL_EDIBLE:
-            dangerous_incl_caution += 1
-        if t in SAFE_TO_CALL_EDIBLE and r.verdict != "edible":
-            missed += 1
-    n = max(1, len(truth))
-    return {
-        "n": len(truth),
-        "dangerous_errors": dangerous,
-        "dangerous_errors_incl_caution": dangerous_incl_caution,
-        "edible_verdicts": verdicts.count("edible"),
-        "edible_with_caution_verdicts": verdicts.count("edible_with_caution"),
-        "missed_edible": missed,
-        "poison_cost": (POISON_COST * dangerous + MISSED_EDIBLE_COST * missed) / n,
-        "abstention_rate": abstained / n,
-        "verdicts": verdicts,
-    }
-
-
 GRID_RULE = "min (100*dangerous + missed_edible)/N s.t. zero dangerous errors at T and at T/1.5"
 NEVER_EDIBLE_RULE = (
     "never-edible fallback (no grid setting had zero dangerous errors at T and at T/1.5): "
@@ -550,13 +345,6 @@ NEVER_EDIBLE_RULE = (
 # --- entry point ---------------------------------------------------------------------------------------
 
 
-def catalog_edibility() -> Callable[[str], str]:
-    from knowledge_base.catalog import default_catalog
-
-    catalog = default_catalog()
-    return lambda label: catalog.edibility(label) or "unknown"
-
-
 def transfer(model_dir: Path, twin_dir: Path, version: str | None) -> SafetyConfig:
     """The twin's calibration, for a model of the same recipe and labels that saw its val photos.
 
@@ -564,7 +352,7 @@ def transfer(model_dir: Path, twin_dir: Path, version: str | None) -> SafetyConf
     the twin measured how this recipe behaves on photos it has not seen, which is what the
     refit model will meet. `evaluate` on the test split checks that the transfer holds (ECE).
     """
-    from vision_model.release import read_labels, read_preprocessor_config, read_train_info
+    from vision_model.release import read_preprocessor_config
 
     if read_labels(model_dir) != read_labels(twin_dir):
         raise ValueError(f"{twin_dir} has a different label set: its calibration does not apply")
@@ -584,8 +372,13 @@ def transfer(model_dir: Path, twin_dir: Path, version: str | None) -> SafetyConf
     return safety
 
 
+def safety_config(chosen: dict, temperature: float, version: str = SafetyConfig.version) -> SafetyConfig:
+    """The SafetyConfig of a threshold choice (tune_thresholds) at a fitted temperature."""
+    return SafetyConfig(version=version, temperature=temperature, **{k: chosen[k] for k in THRESHOLDS})
+
+
 def main(args: CalibrateArguments) -> SafetyConfig:
-    from vision_model.release import read_labels, read_train_info, trained_splits
+    from vision_model.classifier import catalog_edibility
 
     model_dir = Path(args.model)
     if args.from_model:
@@ -596,25 +389,15 @@ def main(args: CalibrateArguments) -> SafetyConfig:
             "pass --from_model TWIN_DIR"
         )
     labels = read_labels(model_dir)
-    val = load_split(args.data_dir, args.splits, args.seed, args.min_photos, "val")
-    train = load_split(args.data_dir, args.splits, args.seed, args.min_photos, "train")
-    val = [(p, lab) for p, lab in val if lab in labels]
-    counts: dict[str, int] = {}
-    for _, lab in train + val + load_split(args.data_dir, args.splits, args.seed, args.min_photos, "test"):
-        counts[lab] = counts.get(lab, 0) + 1
-    from vision_model.train import MAIN_CLASS_MIN_PHOTOS
-
+    splits = load_splits(args.data_dir, args.splits, args.seed, args.min_photos)
+    val = [(p, lab) for p, lab in splits["val"] if lab in labels]
+    counts = Counter(lab for items in splits.values() for _, lab in items)
     fewshot = {lab for lab, c in counts.items() if c < MAIN_CLASS_MIN_PHOTOS}
     index = {label: i for i, label in enumerate(labels)}
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
 
-    val_logits = model_logits(
-        model_dir, [p for p, _ in val], [str(p) for p, _ in val], cache_dir, args.backend
-    ).astype(np.float64)
-    synth = synthetic_images(args.synthetic_images, seed=args.seed)
-    synth_logits = model_logits(
-        model_dir, synth, [f"synthetic:{args.seed}:{i}" for i in range(len(synth))], cache_dir, args.backend
-    ).astype(np.float64)
+    val_logits = photo_logits(model_dir, val, cache_dir, args.backend)
+    synth_logits = synthetic_logits(model_dir, args.synthetic_images, args.seed, cache_dir, args.backend)
     targets = np.array([index[lab] for _, lab in val])
 
     temperature = fit_temperature(val_logits, targets)
@@ -645,15 +428,7 @@ def main(args: CalibrateArguments) -> SafetyConfig:
         version = args.version or old.version
     else:  # a first calibration (e.g. of a soup) names the model as train_info.json does
         version = args.version or read_train_info(model_dir).get("version") or old.version
-    safety = SafetyConfig(
-        version=version,
-        temperature=temperature,
-        abstain_min_probability=chosen["abstain_min_probability"],
-        danger_threshold=chosen["danger_threshold"],
-        edible_min_probability=chosen["edible_min_probability"],
-        ood_threshold=chosen["ood_threshold"],
-        allow_edible=chosen["allow_edible"],
-    )
+    safety = safety_config(chosen, temperature, version)
     checked = evaluate_with_decide(tuning.logits, tuning.truth, labels, edibility, safety)
     grid_dangerous = chosen["dangerous"]
     if checked["dangerous_errors"] != grid_dangerous:
@@ -687,15 +462,5 @@ def main(args: CalibrateArguments) -> SafetyConfig:
     return safety
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    from vision_model.train import add_dataclass_arguments
-
-    parser = parser or argparse.ArgumentParser(prog="python -m vision_model calibrate")
-    return add_dataclass_arguments(parser, CalibrateArguments)
-
-
 if __name__ == "__main__":
-    from vision_model.train import dataclass_from_namespace
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(dataclass_from_namespace(CalibrateArguments, build_parser().parse_args()))
+    sys.exit(cli.run("calibrate", main=main))

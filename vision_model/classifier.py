@@ -409,10 +409,12 @@ class TorchRunner:
 # --- the classifier ----------------------------------------------------------------------
 
 
-def _catalog_edibility() -> Callable[[str], str]:
+def catalog_edibility() -> Callable[[str], str]:
+    """label -> edibility class from the knowledge-base catalog ("unknown" for a label it lacks)."""
     from knowledge_base.catalog import default_catalog
 
-    return default_catalog().edibility
+    catalog = default_catalog()
+    return lambda label: catalog.edibility(label) or "unknown"
 
 
 class Classifier:
@@ -483,7 +485,7 @@ class Classifier:
             preprocess,
             runner,
             safety,
-            edibility or _catalog_edibility(),
+            edibility or catalog_edibility(),
             batch_size=batch_size,
         )
 

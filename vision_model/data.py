@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 import random
 from collections import Counter
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp"}
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+MAIN_CLASS_MIN_PHOTOS = 50  # classes with at least this many photos are the "main" classes
+SPLITS_FILE = "splits.json"
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ class ImageFolder:
             lines.append(f"skipped {len(self.skipped)} unreadable files:")
             lines.extend(f"  {s.path}: {s.reason}" for s in self.skipped)
         return "\n".join(lines)
+
+
+def main_classes(folder: ImageFolder) -> list[str]:
+    counts = folder.counts()
+    return sorted(label for label in folder.labels if counts[label] >= MAIN_CLASS_MIN_PHOTOS)
 
 
 def genus_of(label: str) -> str:
@@ -173,6 +181,32 @@ def split_samples(
         test += items[n_val : n_val + n_test]
         train += items[n_val + n_test :]
     return Splits(train, val, test)
+
+
+def write_splits(folder: ImageFolder, splits: Splits, out_dir: Path) -> None:
+    """<out_dir>/splits.json: each split's [path relative to the folder, label], what was left out."""
+    data = {
+        name: [[str(s.path.relative_to(folder.root)), s.label] for s in items]
+        for name, items in splits.as_dict().items()
+    }
+    data["dropped_classes"] = folder.dropped_classes
+    data["skipped"] = [[str(s.path), s.reason] for s in folder.skipped]
+    (out_dir / SPLITS_FILE).write_text(json.dumps(data, indent=1))
+
+
+def load_splits(
+    data_dir: str | Path, splits_path: str | Path | None, seed: int, min_photos: int
+) -> dict[str, list[tuple[Path, str]]]:
+    """(path, label) of each split: from a training run's splits.json, else recomputed from the seed."""
+    root = Path(data_dir)
+    if splits_path and Path(splits_path).exists():
+        data = json.loads(Path(splits_path).read_text())
+        return {name: [(root / rel, label) for rel, label in data[name]] for name in ("train", "val", "test")}
+    folder = scan_image_folder(root, min_photos=min_photos, verify=False)
+    return {
+        name: [(s.path, s.label) for s in items]
+        for name, items in split_samples(folder.samples, seed=seed).as_dict().items()
+    }
 
 
 # --- preprocessing and augmentation (PIL + numpy; no torchvision) -------------------------------

@@ -15,79 +15,59 @@ On the test split (photos never used for training, temperature or thresholds):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
+import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from vision_model.calibrate import (
-    PROJECT_ROOT,
-    build_tuning_set,
-    catalog_edibility,
+from vision_model import cli
+from vision_model.data import MAIN_CLASS_MIN_PHOTOS, load_splits
+from vision_model.heldout import HeldOutArguments, build_tuning_set, photo_logits, synthetic_logits
+from vision_model.metrics import (
     evaluate_with_decide,
     expected_calibration_error,
-    load_split,
-    model_logits,
+    group_metrics,
+    mean_or_none,
     nll,
-    synthetic_images,
+    reliability_bins,
+    risk_coverage,
 )
+from vision_model.release import read_labels, read_train_info, trained_splits
 from vision_model.verdict import SafetyConfig, softmax
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class EvaluateArguments:
-    model: str = field(
-        default=str(PROJECT_ROOT / "vision_model" / "release"), metadata={"help": "model directory"}
-    )
-    out: str = field(default=str(PROJECT_ROOT / "reports" / "vision"), metadata={"help": "report directory"})
-    data_dir: str = field(default=str(PROJECT_ROOT.parent / "shared" / "data" / "images"))
-    splits: str | None = field(default=None, metadata={"help": "splits.json of the training run"})
+class EvaluateArguments(HeldOutArguments):
+    out: str = field(default=str(cli.REPORTS_DIR / "vision"), metadata={"help": "report directory"})
     split: str = field(default="test", metadata={"help": "which split to evaluate (test or val)"})
-    seed: int = 0
-    min_photos: int = 2
     main_min_photos: int = field(
-        default=50, metadata={"help": "classes with at least this many photos are 'main'"}
+        default=MAIN_CLASS_MIN_PHOTOS, metadata={"help": "classes with at least this many photos are 'main'"}
     )
-    synthetic_images: int = 64
-    backend: str = "torch"
-    cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-logits"))
 
 
-def _topk_hits(probs: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, probs.shape[1])
-    return (np.argsort(-probs, axis=1)[:, :k] == targets[:, None]).any(1)
-
-
-def _mean(x: np.ndarray) -> float | None:
-    return float(x.mean()) if len(x) else None
-
-
-def group_metrics(probs: np.ndarray, targets: np.ndarray, mask: np.ndarray, class_ids: list[int]) -> dict:
-    from sklearn.metrics import f1_score
-
-    pred = probs.argmax(1)
-    return {
-        "n": int(mask.sum()),
-        "top1": _mean((pred == targets)[mask]),
-        "top3": _mean(_topk_hits(probs, targets, 3)[mask]),
-        "macro_f1": float(f1_score(targets, pred, labels=class_ids, average="macro", zero_division=0))
-        if class_ids
-        else None,
-    }
-
-
-def plot_confusion(probs, targets, class_ids, labels, path: Path) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+
+
+def plot_confusion(probs, targets, class_ids, labels, path: Path) -> None:
     pred = probs.argmax(1)
     names = [labels[i] for i in class_ids] + ["(other)"]
     pos = {c: i for i, c in enumerate(class_ids)}
@@ -95,11 +75,10 @@ def plot_confusion(probs, targets, class_ids, labels, path: Path) -> None:
     for t, p in zip(targets, pred, strict=True):
         if t in pos:
             mat[pos[t], pos.get(p, len(class_ids))] += 1
-    fig, ax = plt.subplots(figsize=(11, 9))
+    fig, ax = _pyplot().subplots(figsize=(11, 9))
     if not class_ids:  # no main classes in this data: an empty, labelled figure
         ax.text(0.5, 0.5, "no main classes", ha="center", va="center")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save(fig, path)
         return
     ax.imshow(mat / np.maximum(1, mat.sum(1, keepdims=True)), cmap="Blues", vmin=0, vmax=1)
     for i in range(mat.shape[0]):
@@ -111,64 +90,36 @@ def plot_confusion(probs, targets, class_ids, labels, path: Path) -> None:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix, main classes (rows normalised)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def plot_risk_coverage(probs, targets, path: Path) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    conf = probs.max(1)
-    order = np.argsort(-conf)
-    errors = (probs.argmax(1) != targets)[order]
-    coverage = np.arange(1, len(order) + 1) / max(1, len(order))
-    risk = np.cumsum(errors) / np.arange(1, len(order) + 1)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    coverage, risk, aurc = risk_coverage(probs, targets)
+    fig, ax = _pyplot().subplots(figsize=(6, 4.5))
     ax.plot(coverage, risk)
     ax.set_xlabel("coverage (share of photos answered, most confident first)")
     ax.set_ylabel("top-1 error among answered")
     ax.set_title("Risk-coverage")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    aurc = float(risk.mean()) if len(risk) else None
+    _save(fig, path)
     return {"aurc": aurc}
 
 
-def plot_reliability(probs_before, probs_after, targets, path: Path, bins: int = 15) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    edges = np.linspace(0, 1, bins + 1)
+def plot_reliability(probs_before, probs_after, targets, path: Path) -> None:
+    fig, ax = _pyplot().subplots(figsize=(5.5, 5))
     for probs, name in ((probs_before, "raw (T=1)"), (probs_after, "calibrated")):
-        conf, correct = probs.max(1), probs.argmax(1) == targets
-        xs, ys = [], []
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            in_bin = (conf > lo) & (conf <= hi)
-            if in_bin.any():
-                xs.append(conf[in_bin].mean())
-                ys.append(correct[in_bin].mean())
-        ax.plot(xs, ys, marker="o", label=name)
+        bins = reliability_bins(probs, targets)
+        ax.plot([conf for _, conf, _ in bins], [acc for _, _, acc in bins], marker="o", label=name)
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_title("Reliability")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def main(args: EvaluateArguments) -> dict:
-    from vision_model.release import read_labels, read_train_info, trained_splits
+    from vision_model.classifier import catalog_edibility
 
     model_dir, out = Path(args.model), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,34 +132,20 @@ def main(args: EvaluateArguments) -> dict:
     index = {label: i for i, label in enumerate(labels)}
     safety = SafetyConfig.load(model_dir)
     edibility = catalog_edibility()
-    every = {
-        s: load_split(args.data_dir, args.splits, args.seed, args.min_photos, s)
-        for s in ("train", "val", "test")
-    }
-    counts: dict[str, int] = {}
-    for items in every.values():
-        for _, lab in items:
-            counts[lab] = counts.get(lab, 0) + 1
+    every = load_splits(args.data_dir, args.splits, args.seed, args.min_photos)
+    counts = Counter(lab for items in every.values() for _, lab in items)
     items = [(p, lab) for p, lab in every[args.split] if lab in index]
     unknown_labels = sorted({lab for _, lab in every[args.split] if lab not in index})
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
-    logits = model_logits(
-        model_dir, [p for p, _ in items], [str(p) for p, _ in items], cache_dir, args.backend
-    ).astype(np.float64)
+    logits = photo_logits(model_dir, items, cache_dir, args.backend)
     targets = np.array([index[lab] for _, lab in items])
-    main_ids = sorted(index[lab] for lab in index if counts.get(lab, 0) >= args.main_min_photos)
+    main_ids = sorted(index[lab] for lab in index if counts[lab] >= args.main_min_photos)
     few_ids = sorted(set(targets.tolist()) - set(main_ids))
     is_main = np.isin(targets, main_ids)
     probs_raw, probs = softmax(logits), softmax(logits, safety.temperature)
 
-    synth = synthetic_images(args.synthetic_images, seed=args.seed + 1)  # not the images tuned on
-    synth_logits = model_logits(
-        model_dir,
-        synth,
-        [f"synthetic:{args.seed + 1}:{i}" for i in range(len(synth))],
-        cache_dir,
-        args.backend,
-    ).astype(np.float64)
+    # seed + 1: not the synthetic images calibration tuned on.
+    synth_logits = synthetic_logits(model_dir, args.synthetic_images, args.seed + 1, cache_dir, args.backend)
     fewshot_labels = {labels[i] for i in few_ids}
     tuning = build_tuning_set(
         logits, [lab for _, lab in items], labels, edibility, fewshot_labels, synth_logits
@@ -238,7 +175,7 @@ def main(args: EvaluateArguments) -> dict:
         "n": len(items),
         "main": group_metrics(probs, targets, is_main, main_ids),
         "fewshot": group_metrics(probs, targets, ~is_main, few_ids),
-        "overall_top1": _mean(probs.argmax(1) == targets),
+        "overall_top1": mean_or_none(probs.argmax(1) == targets),
         "calibration": {
             "temperature": safety.temperature,
             "ece_before": expected_calibration_error(probs_raw, targets),
@@ -272,7 +209,7 @@ def main(args: EvaluateArguments) -> dict:
                     labels[cid],
                     "main" if cid in main_ids else "fewshot",
                     edibility(labels[cid]),
-                    counts.get(labels[cid], 0),
+                    counts[labels[cid]],
                     int(t.sum()),
                     f"{rec:.3f}",
                     f"{prec:.3f}",
@@ -292,15 +229,5 @@ def main(args: EvaluateArguments) -> dict:
     return metrics
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    from vision_model.train import add_dataclass_arguments
-
-    parser = parser or argparse.ArgumentParser(prog="python -m vision_model evaluate")
-    return add_dataclass_arguments(parser, EvaluateArguments)
-
-
 if __name__ == "__main__":
-    from vision_model.train import dataclass_from_namespace
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(dataclass_from_namespace(EvaluateArguments, build_parser().parse_args()))
+    sys.exit(cli.run("evaluate", main=main))

@@ -8,26 +8,17 @@ photo manifest, label set, metrics, limits, licence note) and metrics.json, and 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import logging
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vision_model.release import (
-    BUNDLED_MODEL_DIR,
-    MAX_RELEASE_BYTES,
-    read_labels,
-    read_train_info,
-    release_size_bytes,
-    trained_splits,
-)
+from vision_model import cli, release
+from vision_model.release import read_labels, read_train_info, trained_splits
+from vision_model.verdict import SafetyConfig
 
-log = logging.getLogger(__name__)
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RELEASE_FILES = (
     "config.json",
     "model.safetensors",
@@ -101,12 +92,12 @@ def reproduce_command(info: dict) -> str:
 @dataclass
 class ExportArguments:
     model: str = field(
-        default=str(PROJECT_ROOT / "var" / "runs" / "vision" / "model"),
+        default=str(cli.RUNS_DIR / "vision" / "model"),
         metadata={"help": "trained model directory"},
     )
     report: str | None = field(default=None, metadata={"help": "evaluate's report directory (metrics.json)"})
-    release_dir: str = field(default=str(BUNDLED_MODEL_DIR), metadata={"help": "where the release goes"})
-    manifest: str = field(default=str(PROJECT_ROOT.parent / "shared" / "data" / "images" / "manifest.csv"))
+    release_dir: str = field(default=str(release.BUNDLED_MODEL_DIR), metadata={"help": "where the release goes"})
+    manifest: str = field(default=str(cli.DEFAULT_IMAGES / "manifest.csv"))
     selection_note: str | None = field(
         default=None,
         metadata={
@@ -252,8 +243,6 @@ def split_line(info: dict) -> str:
 
 
 def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str | None = None) -> str:
-    from vision_model.verdict import SafetyConfig
-
     labels = read_labels(model_dir)
     info = read_train_info(model_dir)
     safety = SafetyConfig.load(model_dir)
@@ -362,8 +351,6 @@ def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str |
 
 
 def main(args: ExportArguments) -> Path:
-    from vision_model.verdict import SafetyConfig
-
     src, dst = Path(args.model), Path(args.release_dir)
     dst.mkdir(parents=True, exist_ok=True)
     if args.selection_note:
@@ -385,24 +372,14 @@ def main(args: ExportArguments) -> Path:
     (dst / "MODEL_CARD.md").write_text(
         model_card(dst, metrics, provenance(Path(args.manifest)), note), encoding="utf-8"
     )
-    size = release_size_bytes(dst)
-    if size > MAX_RELEASE_BYTES:
+    size = release.release_size_bytes(dst)
+    if size > release.MAX_RELEASE_BYTES:
         raise RuntimeError(
-            f"release is {size / 2**20:.1f} MB, over the {MAX_RELEASE_BYTES / 2**20:.0f} MB budget"
+            f"release is {size / 2**20:.1f} MB, over the {release.MAX_RELEASE_BYTES / 2**20:.0f} MB budget"
         )
     print(f"release written to {dst} ({size / 2**20:.1f} MB)")
     return dst
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    from vision_model.train import add_dataclass_arguments
-
-    parser = parser or argparse.ArgumentParser(prog="python -m vision_model export")
-    return add_dataclass_arguments(parser, ExportArguments)
-
-
 if __name__ == "__main__":
-    from vision_model.train import dataclass_from_namespace
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(dataclass_from_namespace(ExportArguments, build_parser().parse_args()))
+    sys.exit(cli.run("export", main=main))

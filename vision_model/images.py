@@ -42,14 +42,19 @@ def _megabytes(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB"
 
 
-def _too_many_bytes(size: int | None, max_bytes: int) -> ImageError:
-    """The message states the real size when it is known; a caller that read only max_bytes + 1
-    bytes (to refuse early) knows just that the photo is larger than the limit."""
+def too_large(size: int | None, max_bytes: int, name: str | None = None) -> str:
+    """The one "too large" sentence of every front door: the real size when it is known (a caller
+    that read only max_bytes + 1 bytes, to refuse early, knows just that it is over the limit)."""
+    photo = f"The photo '{name}'" if name else "That photo"
     if size is None or size == max_bytes + 1:
-        what = f"That photo is larger than the limit of {_megabytes(max_bytes)}."
+        what = f"{photo} is larger than the limit of {_megabytes(max_bytes)}."
     else:
-        what = f"That photo is too large ({_megabytes(size)}); the limit is {_megabytes(max_bytes)}."
-    return ImageError(f"{what} Please send a smaller or more compressed photo.", reason="too_many_bytes")
+        what = f"{photo} is too large ({_megabytes(size)}); the limit is {_megabytes(max_bytes)}."
+    return f"{what} Please send a smaller or more compressed photo."
+
+
+def _too_many_bytes(size: int | None, max_bytes: int) -> ImageError:
+    return ImageError(too_large(size, max_bytes), reason="too_many_bytes")
 
 
 def _read_bytes(source: ImageSource, max_bytes: int | None) -> bytes:
@@ -147,7 +152,9 @@ def decode_image(
         if width <= 0 or height <= 0:
             raise corrupt
         if max_pixels is not None and width * height > max_pixels:
-            raise _too_many_pixels(width, height, max_pixels)
+            _reduce_on_decode(img, max_pixels)  # a big phone JPEG: decoded at 1/2, 1/4 or 1/8 size
+            if img.size[0] * img.size[1] > max_pixels:
+                raise _too_many_pixels(width, height, max_pixels)
         img.load()
         try:
             img = ImageOps.exif_transpose(img)
@@ -165,6 +172,20 @@ def decode_image(
         raise corrupt from None
     except MemoryError:
         raise _too_many_pixels(None, None, max_pixels) from None
+
+
+def _reduce_on_decode(img: Image.Image, max_pixels: int) -> None:
+    """Ask a JPEG decoder for the smallest of 1/2, 1/4, 1/8 scale that brings the image within
+    max_pixels (Pillow's draft mode: the DCT is decoded reduced, so the full-size pixels are never
+    allocated). A 48-megapixel phone photo becomes 12 megapixels, more than the model needs. Other
+    formats cannot decode reduced and keep their size (and are refused when it is too big)."""
+    if img.format != "JPEG":
+        return
+    width, height = img.size
+    for scale in (2, 4, 8):
+        if (width // scale) * (height // scale) <= max_pixels:
+            img.draft("RGB", (-(-width // scale), -(-height // scale)))
+            return
 
 
 def _too_many_pixels(width: int | None, height: int | None, max_pixels: int | None) -> ImageError:

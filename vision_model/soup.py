@@ -13,15 +13,16 @@ The soup has no safety.json: calibrate it like any model (on validation for twin
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from vision_model import cli
 from vision_model.release import read_labels, read_preprocessor_config, read_train_info
 
 WEIGHTS = "model.safetensors"
@@ -96,8 +97,5 @@ def main(args: SoupArguments) -> Path:
     return out
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    from vision_model.train import add_dataclass_arguments
-
-    parser = parser or argparse.ArgumentParser(prog="python -m vision_model soup")
-    return add_dataclass_arguments(parser, SoupArguments)
+if __name__ == "__main__":
+    sys.exit(cli.run("soup", main=main))

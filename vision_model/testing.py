@@ -28,6 +28,40 @@ TINY_IMAGE_SIZE = 56  # 4x4 patches of 14 px
 TINY_RESIZE = 64
 
 
+def tiny_dinov2_config(num_hidden_layers: int, **kwargs):
+    """A Dinov2Config of hidden size 32 on 56 px crops (4 x 4 patches of 14 px)."""
+    from transformers import Dinov2Config
+
+    return Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        image_size=TINY_IMAGE_SIZE,
+        patch_size=14,
+        **kwargs,
+    )
+
+
+def write_tiny_preprocessor_config(path: Path) -> None:
+    """preprocessor_config.json of the tiny models: the real processor's steps at 64 -> 56 px."""
+    preprocessor = {
+        "image_processor_type": "BitImageProcessor",
+        "do_convert_rgb": True,
+        "do_resize": True,
+        "size": {"shortest_edge": TINY_RESIZE},
+        "resample": 3,
+        "do_center_crop": True,
+        "crop_size": {"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+    }
+    (path / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n", encoding="utf-8")
+
+
 def make_tiny_model_dir(
     path: str | Path,
     labels: Sequence[str] | None = None,
@@ -43,7 +77,7 @@ def make_tiny_model_dir(
     `safety`: the safety.json to write (default: conservative defaults, version "tiny-test").
     """
     import torch
-    from transformers import Dinov2Config, Dinov2ForImageClassification
+    from transformers import Dinov2ForImageClassification
 
     labels = list(labels or DEFAULT_TINY_LABELS)
     if favour is not None and favour not in labels:
@@ -51,13 +85,8 @@ def make_tiny_model_dir(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
 
-    config = Dinov2Config(
-        hidden_size=32,
+    config = tiny_dinov2_config(
         num_hidden_layers=2,
-        num_attention_heads=2,
-        mlp_ratio=2,
-        image_size=TINY_IMAGE_SIZE,
-        patch_size=14,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
@@ -74,23 +103,7 @@ def make_tiny_model_dir(
                 model.classifier.bias[labels.index(favour)] = 50.0
     model.save_pretrained(path)
 
-    preprocessor = {
-        "image_processor_type": "BitImageProcessor",
-        "do_convert_rgb": True,
-        "do_resize": True,
-        "size": {"shortest_edge": TINY_RESIZE},
-        "resample": 3,
-        "do_center_crop": True,
-        "crop_size": {"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
-        "do_rescale": True,
-        "rescale_factor": 1 / 255,
-        "do_normalize": True,
-        "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225],
-    }
-    (path / "preprocessor_config.json").write_text(
-        json.dumps(preprocessor, indent=2) + "\n", encoding="utf-8"
-    )
+    write_tiny_preprocessor_config(path)
     (safety or SafetyConfig(version="tiny-test")).save(path)
     (path / "MODEL_CARD.md").write_text(
         "# Tiny test model\n\nRandom weights, for tests only. Its predictions mean nothing.\n",

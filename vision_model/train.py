@@ -23,7 +23,6 @@ Why it is built this way (see docs/TRAINING.md for the figures):
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import hashlib
@@ -32,6 +31,7 @@ import logging
 import math
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,27 +41,17 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from vision_model.data import (
-    ImageFolder,
-    Preprocess,
-    Sample,
-    Splits,
-    load_rgb,
-    scan_image_folder,
-    split_samples,
-)
+from vision_model import cli, data
+from vision_model.data import Preprocess, Sample, Splits
+from vision_model.metrics import selection_score, split_accuracy
 
 log = logging.getLogger(__name__)
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SHARED = PROJECT_ROOT.parent / "shared" / "data"
-MAIN_CLASS_MIN_PHOTOS = 50  # classes with at least this many photos are the "main" classes
 
 
 @dataclass
 class DataArguments:
     data_dir: str = field(
-        default=str(DEFAULT_SHARED / "images"), metadata={"help": "image folder <root>/<label>/*.jpg"}
+        default=str(cli.DEFAULT_IMAGES), metadata={"help": "image folder <root>/<label>/*.jpg"}
     )
     min_photos: int = field(default=2, metadata={"help": "drop classes with fewer photos"})
     val_fraction: float = field(default=0.15, metadata={"help": "per-class validation share (classes >= 8)"})
@@ -74,11 +64,11 @@ class DataArguments:
 @dataclass
 class TrainArguments(DataArguments):
     backbone: str = field(
-        default=str(DEFAULT_SHARED / "weights" / "dinov2-small-imgfocus"),
+        default=str(cli.DEFAULT_BACKBONE),
         metadata={"help": "Dinov2 checkpoint: local directory or hub id"},
     )
     output_dir: str = field(
-        default=str(PROJECT_ROOT / "var" / "runs" / "vision"),
+        default=str(cli.RUNS_DIR / "vision"),
         metadata={"help": "run directory (checkpoints, metrics, the model in <output_dir>/model)"},
     )
     release_dir: str | None = field(
@@ -125,7 +115,10 @@ class TrainArguments(DataArguments):
             "shortest-edge resize keeps its ratio (252 -> 288). Use a multiple of the patch size (14)"
         },
     )
-    cache_dir: str = field(default=str(PROJECT_ROOT / "var" / "cache" / "vision-features"))
+    cache_dir: str = field(
+        default_factory=lambda: cli.cache_dir("vision-features"),
+        metadata={"help": "cache of the frozen blocks' tokens ($VISION_CACHE_DIR/vision-features when set)"},
+    )
     resume: bool = field(default=True, metadata={"help": "resume from <output_dir>/checkpoint.pt"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch default)"})
     save_fp16: bool = field(default=True, metadata={"help": "store weights as float16 (half the size)"})
@@ -186,36 +179,6 @@ class TrainArguments(DataArguments):
             "figures to report are those of the same recipe's train + val refit"
         },
     )
-
-
-# --- dataclass <-> argparse (the CLI in __main__.py uses these too) ------------------------------
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> argparse.ArgumentParser:
-    """One --option per dataclass field; booleans take --x / --no-x."""
-    for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_text = f.metadata.get("help", "")
-        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
-        kind = f.type if isinstance(f.type, type) else str(f.type)
-        if kind in (bool, "bool"):
-            parser.add_argument(
-                f"--{f.name}", action=argparse.BooleanOptionalAction, default=default, help=help_text
-            )
-            continue
-        if str(kind).startswith("list"):  # list[str]: --models A B C
-            parser.add_argument(f"--{f.name}", nargs="+", default=default, help=help_text)
-            continue
-        convert = {"int": int, "float": float}.get(str(kind).split(" ")[0], None) or (
-            kind if kind in (int, float) else str
-        )
-        parser.add_argument(f"--{f.name}", type=convert, default=default, help=help_text)
-    return parser
-
-
-def dataclass_from_namespace(cls, namespace: argparse.Namespace):
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(namespace).items() if k in names})
 
 
 # --- model construction -------------------------------------------------------------------------
@@ -339,7 +302,7 @@ def build_feature_cache(args: TrainArguments, model, preprocess: Preprocess, spl
         bar = tqdm(total=len(plan), initial=done, desc="caching frozen features", unit="view")
         for row in range(done, len(plan)):
             i, view = plan[row]
-            img = load_rgb(samples[i].path)
+            img = data.load_rgb(samples[i].path)
             if view == 0:
                 batch.append(preprocess.centre(img))
             else:
@@ -431,36 +394,6 @@ def fit_linear_head(
     return w_raw.detach(), b_raw.detach()
 
 
-# --- metrics ------------------------------------------------------------------------------------
-
-
-def split_accuracy(logits: torch.Tensor, targets: np.ndarray, main_mask: np.ndarray) -> dict[str, float]:
-    pred = logits.argmax(1).numpy()
-    correct = pred == targets
-    top3 = (logits.topk(min(3, logits.shape[1]), dim=1).indices.numpy() == targets[:, None]).any(1)
-    nll = float(F.cross_entropy(logits, torch.as_tensor(targets)).item()) if len(targets) else float("nan")
-
-    def mean(x):
-        return float(x.mean()) if len(x) else float("nan")
-
-    return {
-        "top1": mean(correct),
-        "top1_main": mean(correct[main_mask]),
-        "top3_main": mean(top3[main_mask]),
-        "top1_fewshot": mean(correct[~main_mask]),
-        "nll": nll,
-    }
-
-
-def selection_score(m: dict[str, float]) -> float:
-    """Model selection: the main-class top-1 is the product's number; few-shot breaks near-ties."""
-
-    def value(x: float) -> float:
-        return 0.0 if math.isnan(x) else x
-
-    return 0.8 * value(m["top1_main"]) + 0.2 * value(m["top1_fewshot"])
-
-
 # --- stage 2: fine-tune the top blocks ----------------------------------------------------------
 
 
@@ -529,7 +462,7 @@ def evaluate_on_val(model, cache, val_rows, targets, main_mask_by_sample, args) 
     with torch.no_grad():
         logits = model.classifier(pooled_features(model, cache, val_rows, args.frozen_layers, bf16=args.bf16))
     samples = cache.sample_index[val_rows]
-    return split_accuracy(logits, targets[samples], main_mask_by_sample[samples])
+    return split_accuracy(logits.numpy(), targets[samples], main_mask_by_sample[samples])
 
 
 def trainable_and_optimizer(model, args: TrainArguments):
@@ -756,21 +689,6 @@ def copy_model_dir(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def write_splits(folder: ImageFolder, splits: Splits, out_dir: Path) -> None:
-    data = {
-        name: [[str(s.path.relative_to(folder.root)), s.label] for s in items]
-        for name, items in splits.as_dict().items()
-    }
-    data["dropped_classes"] = folder.dropped_classes
-    data["skipped"] = [[str(s.path), s.reason] for s in folder.skipped]
-    (out_dir / "splits.json").write_text(json.dumps(data, indent=1))
-
-
-def main_classes(folder: ImageFolder) -> list[str]:
-    counts = folder.counts()
-    return sorted(label for label in folder.labels if counts[label] >= MAIN_CLASS_MIN_PHOTOS)
-
-
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -800,15 +718,15 @@ def main(args: TrainArguments) -> Path:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    folder = scan_image_folder(args.data_dir, min_photos=args.min_photos, verify=args.verify_images)
+    folder = data.scan_image_folder(args.data_dir, min_photos=args.min_photos, verify=args.verify_images)
     log.info("%s", folder.report())
-    splits = split_samples(
+    splits = data.split_samples(
         folder.samples, seed=args.split_seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction
     )
-    write_splits(folder, splits, out_dir)
+    data.write_splits(folder, splits, out_dir)
     labels = folder.labels
     label_index = {label: i for i, label in enumerate(labels)}
-    mains = set(main_classes(folder))
+    mains = set(data.main_classes(folder))
     log.info(
         "splits: train %d, val %d, test %d; %d classes (%d main)",
         len(splits.train),
@@ -871,7 +789,7 @@ def main(args: TrainArguments) -> Path:
     if val_feats is not None:
         val_ids = cache.sample_index[val_rows]
         linear_metrics = split_accuracy(
-            model.classifier(val_feats).detach(), targets[val_ids], is_main[val_ids]
+            model.classifier(val_feats).detach().numpy(), targets[val_ids], is_main[val_ids]
         )
         log.info("linear head (frozen features), val: %s", json.dumps(linear_metrics))
         history.append({"epoch": 0, "stage": "linear", **{f"val_{k}": v for k, v in linear_metrics.items()}})
@@ -916,7 +834,7 @@ def main(args: TrainArguments) -> Path:
             calibrate.CalibrateArguments(
                 model=str(model_dir),
                 data_dir=args.data_dir,
-                splits=str(out_dir / "splits.json"),
+                splits=str(out_dir / data.SPLITS_FILE),
                 version=version,
                 seed=args.split_seed,
             )
@@ -928,13 +846,5 @@ def main(args: TrainArguments) -> Path:
     return model_dir
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(
-        prog="python -m vision_model train", description=__doc__.split("\n")[0]
-    )
-    return add_dataclass_arguments(parser, TrainArguments)
-
-
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    main(dataclass_from_namespace(TrainArguments, build_parser().parse_args()))
+    sys.exit(cli.run("train", main=main))
