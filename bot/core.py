@@ -67,6 +67,7 @@ class _Identified:
     verdict: str
     abstained: bool
     text: str
+    card: dict  # replies.identification_card: the same identification as data
 
 
 MORE_LABEL = {"en": "More", "de": "Mehr", "fr": "Plus", "es": "Más", "it": "Altro", "nl": "Meer"}
@@ -257,7 +258,8 @@ class BotCore:
         finally:
             self.photos_in_flight -= 1
         outcome = "abstained" if ident.abstained or ident.verdict == "unknown" else "ok"
-        return Outcome([Reply(ident.text, identification_buttons(ident.stored_id))], outcome)
+        return Outcome([Reply(ident.text, identification_buttons(ident.stored_id), {"identification": ident.card})],
+                       outcome)
 
     async def _identify_a_poisoning(self, event: Event, caption: str) -> Outcome:
         """A photo captioned "my son ate this": first aid about this photo first, then its identification.
@@ -282,6 +284,7 @@ class BotCore:
         dangerous = [(p.label, float(p.probability)) for p in getattr(result, "dangerous", None) or []]
         text, more = say.identification_text(labels, probabilities, verdict, abstained, danger, photo_count,
                                              self.catalog, notes, dangerous)
+        card = say.identification_card(labels, probabilities, verdict, abstained, dangerous, self.catalog, notes)
         stored_id = self.memory.add_identification(
             event.platform, event.chat_id,
             labels=labels, probabilities=probabilities, verdict=verdict, abstained=abstained,
@@ -290,7 +293,7 @@ class BotCore:
             exchange=[("user", event.kind, f"[{photo_count} photo(s)]", None),
                       ("bot", event.kind, text, {"more": more})],
         )
-        return _Identified(stored_id, verdict, abstained, text)
+        return _Identified(stored_id, verdict, abstained, text, card)
 
     def _remember_exchange(self, event: Event, user_text: str, bot_text: str, data: dict | None) -> None:
         self.memory.add_exchange(event.platform, event.chat_id, [
@@ -359,7 +362,7 @@ class BotCore:
             elif len(f"looks:{label}") <= 64:
                 buttons += [Button("Lookalikes", f"looks:{label}"), Button("Sources", "srcs:last")]
         outcome = "first_aid" if answer.first_aid else "abstained" if answer.abstained else "ok"
-        return Outcome([Reply(text, buttons)], outcome)
+        return Outcome([Reply(text, buttons, {"citations": citations, "first_aid": answer.first_aid})], outcome)
 
     def _answer_text(self, answer, header: str) -> tuple[str, list[dict]]:
         citations = [

@@ -30,6 +30,10 @@ class Button:
 class Reply:
     text: str
     buttons: list[Button] = field(default_factory=list)
+    # Structured content for front doors that draw it (the web page's bars, badge and citations):
+    # {"identification": replies.identification_card(...)} or {"citations": [...]}. Text-only doors
+    # ignore it: the text says the same.
+    data: dict = field(default_factory=dict)
 
 
 # A channel for messages sent later (progress of a background job). Adapters supply it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 # A top guess below UNSURE_BELOW is never presented as "most likely" (nor described in answers).
+from bot.messages import to_plain
 from knowledge_base.answer import UNSURE_BELOW, candidates_sentence, photo_candidates
 from knowledge_base.answer_types import PhotoContext
 from knowledge_base.catalog import DANGEROUS, SEVERITY, Catalog
@@ -154,15 +155,14 @@ def identification_text(
     photos = f" ({photo_count} photos, one observation)" if photo_count > 1 else ""
     top = labels[0] if labels else None
     top_class = catalog.edibility(top) if top else "unknown"
-    shown = "unknown" if abstained or not labels else verdict
+    shown = shown_verdict(verdict, abstained, labels)
     if abstained or not labels:
         first.append(f"{verdict_line('unknown')}. I can't identify this reliably. Do not eat it.")
     else:
         action = {"deadly": " Do not eat it.", "unknown": " Do not eat it."}.get(verdict, "")
         first.append(f"{verdict_line(verdict)}.{action}")
     # The dangerous species behind the verdict, named: the same list every answer about this photo uses.
-    photo = PhotoContext(top, probabilities[0] if probabilities else 0.0, shown, abstained, list(dangerous))
-    candidates = photo_candidates(photo, catalog) if shown in DANGEROUS | {"unknown"} else []
+    photo, candidates = photo_and_candidates(labels, probabilities, verdict, abstained, dangerous, catalog)
     if candidates and candidates != [top]:
         share = dict(dangerous)
         names = []
@@ -196,6 +196,41 @@ def identification_text(
     more.append(DISCLAIMER)
     first.append(SHORT_DISCLAIMER)
     return "\n\n".join(first), "\n\n".join(more)
+
+
+def shown_verdict(verdict: str, abstained: bool, labels: Sequence[str]) -> str:
+    """The verdict a photo's reply shows: "unknown" when the model abstained or named nothing."""
+    return "unknown" if abstained or not labels else verdict
+
+
+def photo_and_candidates(labels: Sequence[str], probabilities: Sequence[float], verdict: str, abstained: bool,
+                         dangerous: Sequence[tuple[str, float]], catalog: Catalog) -> tuple[PhotoContext, list[str]]:
+    """The photo as answers see it, and the dangerous species behind its verdict (worst first)."""
+    shown = shown_verdict(verdict, abstained, labels)
+    photo = PhotoContext(labels[0] if labels else None, probabilities[0] if probabilities else 0.0, shown,
+                         abstained, list(dangerous))
+    return photo, photo_candidates(photo, catalog) if shown in DANGEROUS | {"unknown"} else []
+
+
+def identification_card(labels: Sequence[str], probabilities: Sequence[float], verdict: str, abstained: bool,
+                        dangerous: Sequence[tuple[str, float]], catalog: Catalog, notes: Sequence[str] = ()) -> dict:
+    """The identification as data, for a front door that draws it (the web page): the same verdict,
+    candidates and guesses as identification_text, never an "edible" the text would not say."""
+    photo, candidates = photo_and_candidates(labels, probabilities, verdict, abstained, dangerous, catalog)
+    top = labels[0] if labels else None
+    return {
+        "verdict": photo.verdict,
+        "verdict_text": to_plain(verdict_line(photo.verdict)),
+        "reliable": bool(labels) and not abstained and probabilities[0] >= UNSURE_BELOW,
+        "top": [{"label": lab, "name": display_name(lab, catalog), "probability": round(float(p), 4),
+                 "verdict": catalog.edibility(lab)} for lab, p in zip(labels[:3], probabilities[:3], strict=False)],
+        "dangerous": [{"label": lab, "name": display_name(lab, catalog), "verdict": catalog.edibility(lab)}
+                      for lab in candidates],
+        "checks": features_to_check(top, catalog) if top else [],
+        "lookalikes": dangerous_lookalikes(top, catalog) if top else [],
+        "notes": list(notes),
+        "warning": SHORT_DISCLAIMER,
+    }
 
 
 def lookalikes_text(label: str, catalog: Catalog) -> str:

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # The address the API is published on (Compose sets it from API_BIND). The API refuses to
     # start without API_KEY when this, or its own --host outside a container, is not loopback.
     api_public_bind: str | None = Field(default=None, alias="API_PUBLIC_BIND")
+    # The web page's session cookies are signed with this (set it when several replicas serve the
+    # page; unset, each process draws its own and sessions end with it) and last this long.
+    web_session_secret: SecretStr | None = Field(default=None, alias="WEB_SESSION_SECRET")
+    web_session_hours: float = Field(default=12.0, alias="WEB_SESSION_HOURS")
 
     # --- knowledge base -------------------------------------------------------------
     chroma_path: Path = Field(default=DEFAULT_VAR_DIR / "chroma", alias="CHROMA_PATH")

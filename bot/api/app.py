@@ -30,6 +30,8 @@ from bot.api.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, Metric
 from bot.api.routes import router
 from bot.core import BotCore
 from bot.engine import Engine
+from bot.web import Sessions, WebSecurityHeaders
+from bot.web import router as web_router
 from config import Settings, get_settings
 
 log = logging.getLogger("bot.api")
@@ -95,8 +97,13 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     app.add_middleware(ApiKeyMiddleware, api_key=api_key)  # before the body limit: no key, no body read
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(WebSecurityHeaders)  # outermost: the page's headers on every answer, a 413 included
     _add_error_handlers(app)
     app.include_router(router)
+    # The web page: one more front door on the same core (bot.web), with its own session, never the key.
+    secret = settings.web_session_secret.get_secret_value() if settings.web_session_secret else None
+    app.state.sessions = Sessions(secret, settings.web_session_hours)
+    app.include_router(web_router)
     return app
 
 

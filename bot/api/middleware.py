@@ -74,6 +74,7 @@ class ApiKeyMiddleware:
 
 # A JSON request (a question and its context) needs a few KB; only photo uploads get the photo limit.
 JSON_BODY_MAX_BYTES = 32 * 1024
+PHOTO_ROUTES = ("/v1/identify", "/web/photo")
 
 
 class BodySizeLimitMiddleware:
@@ -87,7 +88,7 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
 
     def limit_for(self, path: str) -> int:
-        return self.max_bytes if path.startswith("/v1/identify") else JSON_BODY_MAX_BYTES
+        return self.max_bytes if path.startswith(PHOTO_ROUTES) else JSON_BODY_MAX_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
