@@ -201,10 +201,10 @@ class Engine:
         self.follow_index()
         return self._loaded("index")
 
-    def _loaded(self, component: str):
+    def _loaded(self, component: str, *, load_now: bool = False):
         attribute = "classifier" if component == "model" else "answerer"
         if getattr(self, attribute) is None:
-            if not self.lazy:
+            if not (self.lazy or load_now):
                 raise Unavailable(component, f"The {component} is still loading; try again shortly.")
             with self._load_lock:
                 if getattr(self, attribute) is None:
@@ -233,11 +233,7 @@ class Engine:
 
     def load_classifier(self) -> None:
         """Load the model now (at start-up) instead of on the first photo."""
-        self.lazy, lazy = True, self.lazy
-        try:
-            self.get_classifier()
-        finally:
-            self.lazy = lazy
+        self._loaded("model", load_now=True)
 
     def start(self) -> None:
         """Load both in a background thread, retrying until they are in, then follow the index."""
@@ -278,6 +274,9 @@ class Engine:
             for component, loaded in (("model", self.classifier is not None), ("index", self.index_loaded)):
                 if loaded:
                     continue
+                if component == "index" and self.answerer is not None and self._follow \
+                        and not read_index_info(self.settings).get("available"):
+                    continue  # still no index: a metadata read, not a whole catalog-only answerer again
                 previous = self.errors.get(component)
                 try:
                     with self._load_lock:

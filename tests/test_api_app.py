@@ -298,7 +298,7 @@ def test_model_loads_in_the_background(tmp_path, tiny_model_dir, monkeypatch):
     settings = api_settings(tmp_path, MODEL_DIR=str(tiny_model_dir))
     app = create_app(settings)
     with TestClient(app) as client:
-        components = app.state.components
+        components = app.state.engine
         assert components.wait_ready(60, "model"), components.errors
         assert client.post("/v1/identify", files=files(photo_bytes(12))).status_code == 200
         ready = client.get("/readyz")

@@ -58,7 +58,7 @@ def test_ready_once_the_index_is_built_and_follows_reingest(tmp_path, classifier
 
     app = create_app(settings, classifier=classifier)
     with TestClient(app) as client:
-        components = app.state.components
+        components = app.state.engine
         # No index yet: photos work, questions get catalog-only answers, not ready.
         assert wait_for(lambda: components.answerer is not None)
         not_ready = client.get("/readyz")

@@ -29,7 +29,7 @@ def test_bundled_model_served_end_to_end(tmp_path):
     # MODEL_DIR unset: the app loads the bundled release itself, in its background thread.
     app = create_app(api_settings(tmp_path), answerer=Answerer(None))
     with TestClient(app) as client:
-        components = app.state.components
+        components = app.state.engine
         assert components.wait_ready(300, "model"), components.errors
         assert client.get("/readyz").status_code == 200
 

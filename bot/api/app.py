@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     )
     app.state.settings = settings
     app.state.core = core
-    app.state.components = engine  # what /readyz reports on (tests wait on it)
+    app.state.engine = engine  # what /readyz reports on
     app.state.metrics = metrics
     # Added last = outermost: metrics also count the 413s of the body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_request_bytes(settings))
