@@ -183,6 +183,7 @@ def main(args: ConsoleArgs) -> int:
         settings, model_dir=args.model, rate_limiter=PhotoRateLimiter(0, settings.photo_rate_window_s),
         message_limiter=PhotoRateLimiter(0, settings.message_rate_window_s),
     )
+    refresh = refresh_knowledge_base(settings, core) if args.build_index else None
     try:
         core.load_classifier()
     except Exception as exc:
@@ -192,4 +193,24 @@ def main(args: ConsoleArgs) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        if refresh is not None and refresh.is_alive():
+            print("Waiting for the knowledge-base update to finish...", file=sys.stderr)
+            refresh.join()
         core.close()
+
+
+def refresh_knowledge_base(settings: Settings, core: BotCore):
+    """Guides linked or edited since the index was built come in by themselves: a re-ingest in the
+    background while the current version keeps answering; said once on stderr. The thread, or None."""
+    from ingest.pipeline import refresh_in_background
+
+    def done(report) -> None:
+        core.engine.follow_index(now=True)
+        print(f"Knowledge base update: {report.summary()}", file=sys.stderr)
+
+    changes, thread = refresh_in_background(settings, on_done=done)
+    if thread is not None:
+        shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
+        print(f"The field guides changed since the knowledge base was built ({shown}): updating it in the "
+              "background; answers use the current version until then.", file=sys.stderr)
+    return thread

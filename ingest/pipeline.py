@@ -461,3 +461,58 @@ def ensure_index(settings=None, *, progress: Progress | None = None, **reingest_
     if has_index(settings):
         return None
     return reingest(settings, progress=progress, **reingest_kwargs)
+
+
+# --- sources that appear or change after the index was built ----------------------------------
+def source_changes(settings=None) -> list[str]:
+    """What differs between the configured sources and what the serving index was built from: the names
+    of new, changed or removed guide files, and "catalog". Hashes alone (nothing is parsed or embedded),
+    so it is cheap enough for every start. Empty when nothing changed, or when no index serves (that is
+    ensure_index's case). A file the last build could not read counts as known, not as new."""
+    from ingest.loaders import guide_files
+    from knowledge_base.catalog import load_catalog
+
+    settings = _settings(settings)
+    client = store.get_client(settings)
+    try:
+        manifest = store.read_manifest(client, store.serving_collection_name(settings))
+    except store.NoIndexError:
+        return []
+    built = {f["name"]: f["sha256"] for f in manifest.get("files", [])}
+    unreadable = {Path(s.get("path", "")).name for s in manifest.get("skipped", [])}
+    paths, _ = default_sources(settings)
+    now = {p.name: file_sha256(p) for folder in paths for p in guide_files(folder) if p.name not in unreadable}
+    changes = sorted(name for name in built.keys() | now.keys() if built.get(name) != now.get(name))
+    catalog = manifest.get("catalog", {})
+    if catalog.get("sha256") and catalog["sha256"] != catalog_fingerprint(load_catalog()):
+        changes.append("catalog")
+    return changes
+
+
+def refresh_in_background(settings=None, *, on_done: Callable[[IngestReport], None] | None = None,
+                          ) -> tuple[list[str], threading.Thread | None]:
+    """Re-ingest in a background thread when the sources changed since the serving index was built;
+    the old version keeps serving until the new one is checked and switched to (readers follow the
+    alias). Returns (what changed, the thread) - ([], None) when nothing changed."""
+    settings = _settings(settings)
+    try:
+        changes = source_changes(settings)
+        client = store.get_client(settings)
+        manifest = store.read_manifest(client, store.serving_collection_name(settings)) if changes else {}
+    except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop a start
+        log.warning("ingest: could not compare the sources with the index: %s", exc)
+        return [], None
+    if not changes:
+        return [], None
+    # The same kind of build as the serving one (with or without the catalog's own passages).
+    include_catalog = bool(manifest.get("catalog", {}).get("included", True))
+
+    def run() -> None:
+        report = reingest(settings, include_catalog=include_catalog)
+        log.info("ingest: background refresh for %s: %s", ", ".join(changes), report.summary())
+        if on_done is not None:
+            on_done(report)
+
+    thread = threading.Thread(target=run, name="ingest-refresh", daemon=True)
+    thread.start()
+    return changes, thread
