@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         # The API has its own options; import it only when asked (it pulls in FastAPI).
         from bot.api import main as api_main
 
-        rest = argv[1:]
-        return api_main(rest) if inspect.signature(api_main).parameters else api_main()
+        return api_main(argv[1:])
     args = parser.parse_args(argv)
     settings = get_settings()
     setup_logging(settings.log_level if args.front_door != "console" else "WARNING", secret_values(settings))

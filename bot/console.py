@@ -200,17 +200,10 @@ def main(args: ConsoleArgs) -> int:
 
 
 def refresh_knowledge_base(settings: Settings, core: BotCore):
-    """Guides linked or edited since the index was built come in by themselves: a re-ingest in the
-    background while the current version keeps answering; said once on stderr. The thread, or None."""
-    from ingest.pipeline import refresh_in_background
+    """Guides linked or edited since the index was built come in by themselves (bot.engine.refresh_sources),
+    said once on stderr. The background thread, or None."""
+    def say(text: str) -> None:
+        print(text, file=sys.stderr)
 
-    def done(report) -> None:
-        core.engine.follow_index(now=True)
-        print(f"Knowledge base update: {report.summary()}", file=sys.stderr)
-
-    changes, thread = refresh_in_background(settings, on_done=done)
-    if thread is not None:
-        shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
-        print(f"The field guides changed since the knowledge base was built ({shown}): updating it in the "
-              "background; answers use the current version until then.", file=sys.stderr)
-    return thread
+    return core.engine.refresh_sources(announce=say,
+                                       done=lambda report: say(f"Knowledge base update: {report.summary()}"))

@@ -275,6 +275,7 @@ def run_discord(settings: Settings, args) -> int:
     core = BotCore.from_settings(settings)
     log.info("loading the vision model...")
     core.load_classifier()
+    core.engine.refresh_sources()  # guides linked or edited since the index was built (logged once)
     door = DiscordFrontDoor(core, settings, sync=getattr(args, "sync", False))
     try:
         door.client.run(token, log_handler=None)  # logging is already configured (bot.logs)

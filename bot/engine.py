@@ -295,6 +295,27 @@ class Engine:
         while self._follow and not self._stop.wait(INDEX_CHECK_S):
             self.follow_index()
 
+    def refresh_sources(self, announce: Callable[[str], None] | None = None,
+                        done: Callable[[Any], None] | None = None) -> threading.Thread | None:
+        """Guides linked or edited since the serving index was built: re-ingest them in the background
+        (ingest.pipeline.refresh_in_background) while this version answers, then follow the new one.
+        `announce` says it once (default: the log); `done` gets the IngestReport. The thread, or None."""
+        if not self._follow:
+            return None  # a remote engine, or an injected answerer: not this process's index to build
+        from ingest.pipeline import refresh_in_background
+
+        def finished(report) -> None:
+            self.follow_index(now=True)
+            if done is not None:
+                done(report)
+
+        changes, thread = refresh_in_background(self.settings, on_done=finished)
+        if thread is not None:
+            shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
+            (announce or log.warning)(f"The field guides changed since the knowledge base was built ({shown}): "
+                                      "updating it in the background; answers use the current version until then.")
+        return thread
+
     def follow_index(self, *, now: bool = False) -> None:
         """Move to the serving index version when a re-ingest or rollback switched it (at most every
         INDEX_CHECK_S unless `now`). The new answerer is opened first; a failure keeps the old one."""

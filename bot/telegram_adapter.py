@@ -299,6 +299,7 @@ def run_telegram(settings: Settings) -> int:
     core = BotCore.from_settings(settings)
     log.info("loading the vision model...")
     core.load_classifier()
+    core.engine.refresh_sources()  # guides linked or edited since the index was built (logged once)
     log.info("model %s loaded", core.model_version)
     app = TelegramFrontDoor(core, settings).build_application(token)
     if settings.telegram_webhook_url:

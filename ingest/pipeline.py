@@ -467,8 +467,9 @@ def ensure_index(settings=None, *, progress: Progress | None = None, **reingest_
 def source_changes(settings=None) -> list[str]:
     """What differs between the configured sources and what the serving index was built from: the names
     of new, changed or removed guide files, and "catalog". Hashes alone (nothing is parsed or embedded),
-    so it is cheap enough for every start. Empty when nothing changed, or when no index serves (that is
-    ensure_index's case). A file the last build could not read counts as known, not as new."""
+    so it is cheap enough for every start. Empty when nothing changed, when no index serves (that is
+    ensure_index's case) or when the guides folder is not there. A file the last build could not read
+    counts as known, not as new."""
     from ingest.loaders import guide_files
     from knowledge_base.catalog import load_catalog
 
@@ -478,9 +479,13 @@ def source_changes(settings=None) -> list[str]:
         manifest = store.read_manifest(client, store.serving_collection_name(settings))
     except store.NoIndexError:
         return []
+    paths, _ = default_sources(settings)
+    if not paths:
+        # This process cannot see the guides (a pod without the guides volume): it cannot judge, and a
+        # rebuild from here would drop every guide from the index.
+        return []
     built = {f["name"]: f["sha256"] for f in manifest.get("files", [])}
     unreadable = {Path(s.get("path", "")).name for s in manifest.get("skipped", [])}
-    paths, _ = default_sources(settings)
     now = {p.name: file_sha256(p) for folder in paths for p in guide_files(folder) if p.name not in unreadable}
     changes = sorted(name for name in built.keys() | now.keys() if built.get(name) != now.get(name))
     catalog = manifest.get("catalog", {})

@@ -34,6 +34,9 @@ def test_a_new_or_changed_guide_is_noticed_by_its_hash(tmp_path):
     assert source_changes(settings) == sorted(["extra.md", first])
     (guides / "extra.md").unlink()
     assert source_changes(settings) == [first]
+    # A process that cannot see the guides (a pod without their volume) never calls them removed:
+    # a rebuild from there would drop them all.
+    assert source_changes(make_settings(tmp_path, GUIDES_DIR=tmp_path / "not-mounted")) == []
 
 
 def test_the_console_refreshes_in_the_background_and_follows(tmp_path, capsys):

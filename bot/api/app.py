@@ -14,6 +14,7 @@ arrive while the model is busy are batched into one call.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.start()
+        await asyncio.to_thread(engine.refresh_sources)  # hashes only; a re-ingest runs in its own thread
         try:
             yield
         finally:
