@@ -141,6 +141,7 @@ class Engine:
         self._batch_task: asyncio.Task | None = None
         self._stop = threading.Event()
         self._loader: threading.Thread | None = None
+        self._refresh_on_start = False
 
     @classmethod
     def local(cls, settings: Settings, *, model_dir=None, **kwargs) -> Engine:
@@ -235,13 +236,15 @@ class Engine:
         """Load the model now (at start-up) instead of on the first photo."""
         self._loaded("model", load_now=True)
 
-    def start(self) -> None:
-        """Load both in a background thread, retrying until they are in, then follow the index."""
+    def start(self, *, refresh_sources: bool = False) -> None:
+        """Load both in a background thread, retrying until they are in, then follow the index (and with
+        `refresh_sources`, first re-ingest guides changed since the index was built: refresh_sources)."""
         if self._answerer_injected and not self.index_info:
             self.index_info = read_index_info(self.settings)  # what /v1/info and /metrics name
         if self.classifier is not None and self._answerer_injected:
             return  # everything injected: nothing to load or to follow
         self._stop.clear()  # an app's lifespan may run more than once (test clients do)
+        self._refresh_on_start = refresh_sources
         self._loader = threading.Thread(target=self._load_and_follow, name="engine-loader", daemon=True)
         self._loader.start()
 
@@ -269,6 +272,8 @@ class Engine:
         return done()
 
     def _load_and_follow(self) -> None:
+        if self._refresh_on_start:
+            self.refresh_sources()
         delay = LOAD_RETRY_SECONDS
         while not self._stop.is_set() and not self.ready:
             for component, loaded in (("model", self.classifier is not None), ("index", self.index_loaded)):

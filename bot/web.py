@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.api.middleware import ApiError
+from bot.api.routes import get_core
 from bot.api.schemas import MAX_QUESTION_CHARS
 from bot.core import BotCore
 from bot.messages import Event, Reply, parse_command, to_plain
@@ -108,10 +109,6 @@ def chat_of(request: Request) -> str:
     if chat is None:
         raise ApiError(401, "session_expired", "Your session has expired: please reload the page.")
     return chat
-
-
-def get_core(request: Request) -> BotCore:
-    return request.app.state.core
 
 
 def replies_json(replies: list[Reply]) -> dict[str, Any]:

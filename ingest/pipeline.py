@@ -470,20 +470,24 @@ def source_changes(settings=None) -> list[str]:
     so it is cheap enough for every start. Empty when nothing changed, when no index serves (that is
     ensure_index's case) or when the guides folder is not there. A file the last build could not read
     counts as known, not as new."""
+    return _changes_and_manifest(_settings(settings))[0]
+
+
+def _changes_and_manifest(settings) -> tuple[list[str], dict[str, Any]]:
+    """source_changes, and the serving version's manifest it compared with ({} when none)."""
     from ingest.loaders import guide_files
     from knowledge_base.catalog import load_catalog
 
-    settings = _settings(settings)
     client = store.get_client(settings)
     try:
         manifest = store.read_manifest(client, store.serving_collection_name(settings))
     except store.NoIndexError:
-        return []
+        return [], {}
     paths, _ = default_sources(settings)
     if not paths:
         # This process cannot see the guides (a pod without the guides volume): it cannot judge, and a
         # rebuild from here would drop every guide from the index.
-        return []
+        return [], manifest
     built = {f["name"]: f["sha256"] for f in manifest.get("files", [])}
     unreadable = {Path(s.get("path", "")).name for s in manifest.get("skipped", [])}
     now = {p.name: file_sha256(p) for folder in paths for p in guide_files(folder) if p.name not in unreadable}
@@ -491,7 +495,7 @@ def source_changes(settings=None) -> list[str]:
     catalog = manifest.get("catalog", {})
     if catalog.get("sha256") and catalog["sha256"] != catalog_fingerprint(load_catalog()):
         changes.append("catalog")
-    return changes
+    return changes, manifest
 
 
 def refresh_in_background(settings=None, *, on_done: Callable[[IngestReport], None] | None = None,
@@ -501,9 +505,7 @@ def refresh_in_background(settings=None, *, on_done: Callable[[IngestReport], No
     alias). Returns (what changed, the thread) - ([], None) when nothing changed."""
     settings = _settings(settings)
     try:
-        changes = source_changes(settings)
-        client = store.get_client(settings)
-        manifest = store.read_manifest(client, store.serving_collection_name(settings)) if changes else {}
+        changes, manifest = _changes_and_manifest(settings)
     except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop a start
         log.warning("ingest: could not compare the sources with the index: %s", exc)
         return [], None

@@ -14,7 +14,6 @@ arrive while the model is busy are batched into one call.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -76,8 +75,7 @@ def create_app(settings: Settings | None = None, classifier: Any = None, answere
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine.start()
-        await asyncio.to_thread(engine.refresh_sources)  # hashes only; a re-ingest runs in its own thread
+        engine.start(refresh_sources=True)  # the loader thread also re-ingests guides changed since the build
         try:
             yield
         finally:
