@@ -77,7 +77,7 @@ def _stderr_progress():
             if state["bar"] is not None:
                 state["bar"].close()
             state["bar"] = tqdm(total=total or None, desc=f"Knowledge base: {stage}", file=sys.stderr,
-                                leave=False)
+                                leave=False, mininterval=2, unit=" passages" if stage == "embed" else " steps")
             state["stage"] = stage
         bar = state["bar"]
         if total and bar.total != total:
@@ -90,20 +90,6 @@ def _stderr_progress():
             state["bar"].close()
 
     return progress, close
-
-
-def ensure_knowledge_base(settings: Settings) -> None:
-    """Build the knowledge base on first start (it takes a while; progress on stderr)."""
-    from ingest.pipeline import ensure_index
-
-    progress, close = _stderr_progress()
-    try:
-        ensure_index(settings, progress=progress)
-    except Exception as exc:  # the photo side still works without it
-        log.warning("could not build the knowledge base: %s", exc)
-        print(f"Could not build the knowledge base ({exc}); questions may not be answered.", file=sys.stderr)
-    finally:
-        close()
 
 
 def line_to_event(line: str, settings: Settings, user: str, chat_id: str = CONSOLE_CHAT) -> Event | str | None:
@@ -177,8 +163,6 @@ async def run_console(core: BotCore, settings: Settings, stdin=None, stdout=None
 
 def main(args: ConsoleArgs) -> int:
     settings = get_settings()
-    if args.build_index:
-        ensure_knowledge_base(settings)
     core = BotCore.from_settings(  # the local operator: no rate limits
         settings, model_dir=args.model, rate_limiter=PhotoRateLimiter(0, settings.photo_rate_window_s),
         message_limiter=PhotoRateLimiter(0, settings.message_rate_window_s),
@@ -189,21 +173,34 @@ def main(args: ConsoleArgs) -> int:
     except Exception as exc:
         print(f"Photo identification unavailable: {exc}", file=sys.stderr)
     try:
-        return asyncio.run(run_console(core, settings, continue_chat=args.continue_chat))
+        code = asyncio.run(run_console(core, settings, continue_chat=args.continue_chat))
     except KeyboardInterrupt:
-        return 130
-    finally:
+        code = 130
+    try:
         if refresh is not None and refresh.is_alive():
-            print("Waiting for the knowledge-base update to finish...", file=sys.stderr)
+            state = core.engine.building_index or "finishing"
+            print(f"Waiting for the knowledge-base build to finish ({state}); Ctrl+C stops it, and the next "
+                  "start builds it again.", file=sys.stderr)
             refresh.join()
+    except KeyboardInterrupt:
+        code = 130
+    finally:
         core.close()
+    return code
 
 
 def refresh_knowledge_base(settings: Settings, core: BotCore):
-    """Guides linked or edited since the index was built come in by themselves (bot.engine.refresh_sources),
-    said once on stderr. The background thread, or None."""
+    """Build the knowledge base on the first start, or bring in guides linked or edited since it was
+    built (bot.engine.refresh_sources), in the background: the console answers at once (photos, and
+    questions from the species catalog) while a tqdm bar on stderr shows the build with its estimate.
+    Said once on stderr. The background thread, or None."""
     def say(text: str) -> None:
         print(text, file=sys.stderr)
 
-    return core.engine.refresh_sources(announce=say,
-                                       done=lambda report: say(f"Knowledge base update: {report.summary()}"))
+    progress, close = _stderr_progress()
+
+    def finished(report) -> None:
+        close()
+        say(f"Knowledge base update: {report.summary()}")
+
+    return core.engine.refresh_sources(announce=say, done=finished, progress=progress, build_missing=True)

@@ -31,6 +31,7 @@ from bot.memory import ChatMemory, StoredIdentification
 from bot.messages import Button, Event, Reply
 from bot.remote import RemoteError
 from bot.settings import Settings
+from ingest.progress import BuildProgress
 from knowledge_base import phrases
 from knowledge_base.answer_types import PhotoContext
 from knowledge_base.catalog import Catalog, default_catalog
@@ -371,6 +372,9 @@ class BotCore:
         parts = [" ".join(x for x in (header, answer.answer.strip() or "I don't have an answer to that.") if x)]
         if not answer.first_aid and answer.topic != "off_topic":
             parts.append(say.SHORT_DISCLAIMER)
+        building = self.engine.building_index
+        if building and not self.engine.index_loaded and answer.topic != "off_topic":
+            parts.append(say.INDEX_BUILDING.format(progress=building))
         return "\n\n".join(parts), citations
 
     async def _more(self, event: Event) -> Outcome:
@@ -474,18 +478,23 @@ class BotCore:
         return Outcome([Reply(self._lookalikes_for(last.top_label))])
 
     def _index_info(self) -> str:
+        building = self.engine.building_index
         try:
             from knowledge_base.vectorstore import serving_info
 
             info = serving_info(self.settings)
         except Exception as exc:  # an absent index must not break /about or /status
             log.info("no knowledge-base index info: %s", exc)
-            return "not built yet"
+            info = {}
         if not info or not info.get("available"):
+            if building:
+                return f"being built ({building}); answers come from the species catalog until then"
             return "not built yet (answers come from the species catalog only)"
         parts = [f"version {info.get('version')}", f"{info.get('count')} passages"]
         if info.get("built_at"):
             parts.append(f"built {info['built_at']}")
+        if building:
+            parts.append(f"an update is being built ({building})")
         return ", ".join(parts)
 
     def _about_text(self) -> str:
@@ -533,13 +542,14 @@ class BotCore:
         send = event.send_later
         last = {"stage": None, "at": 0.0}
 
-        def progress(done: int, total: int, stage: str) -> None:  # called on the ingest thread
+        def report(done: int, total: int, stage: str) -> None:  # called on the ingest thread
             now = time.monotonic()
             if send is None or (stage == last["stage"] and now - last["at"] < PROGRESS_EVERY_S):
                 return
             last.update(stage=stage, at=now)
-            share = f" {done}/{total}" if total else ""
-            asyncio.run_coroutine_threadsafe(send(Reply(f"Re-ingest: {stage}{share}")), loop)
+            asyncio.run_coroutine_threadsafe(send(Reply(f"Re-ingest: {progress.describe()}")), loop)
+
+        progress = BuildProgress(report)  # the sentence with an estimate of the time left
 
         started = time.perf_counter()
         try:

@@ -142,6 +142,7 @@ class Engine:
         self._stop = threading.Event()
         self._loader: threading.Thread | None = None
         self._refresh_on_start = False
+        self.index_build: Any = None  # the BuildProgress of a background build started by refresh_sources
 
     @classmethod
     def local(cls, settings: Settings, *, model_dir=None, **kwargs) -> Engine:
@@ -301,25 +302,49 @@ class Engine:
             self.follow_index()
 
     def refresh_sources(self, announce: Callable[[str], None] | None = None,
-                        done: Callable[[Any], None] | None = None) -> threading.Thread | None:
+                        done: Callable[[Any], None] | None = None, *,
+                        progress: Callable[[int, int, str], None] | None = None,
+                        build_missing: bool = False) -> threading.Thread | None:
         """Guides linked or edited since the serving index was built: re-ingest them in the background
         (ingest.pipeline.refresh_in_background) while this version answers, then follow the new one.
-        `announce` says it once (default: the log); `done` gets the IngestReport. The thread, or None."""
+        With `build_missing`, also the first build when there is no index (the console's first start).
+        `announce` says it once (default: the log); `done` gets the IngestReport; `progress` every step.
+        While it runs, `index_build` describes it (/status, and answers given from the catalog meanwhile).
+        The thread, or None."""
         if not self._follow:
             return None  # a remote engine, or an injected answerer: not this process's index to build
         from ingest.pipeline import refresh_in_background
+        from ingest.progress import BuildProgress
+
+        tracker = BuildProgress(progress)
 
         def finished(report) -> None:
+            tracker.finish()
             self.follow_index(now=True)
             if done is not None:
                 done(report)
 
-        changes, thread = refresh_in_background(self.settings, on_done=finished)
-        if thread is not None:
+        changes, thread = refresh_in_background(self.settings, on_done=finished, progress=tracker,
+                                                build_missing=build_missing)
+        if thread is None:
+            return None
+        self.index_build = tracker
+        if changes:
             shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
             (announce or log.warning)(f"The field guides changed since the knowledge base was built ({shown}): "
                                       "updating it in the background; answers use the current version until then.")
+        else:
+            (announce or log.warning)("Building the knowledge base in the background (first start, a few minutes). "
+                                      "Photos are identified now; until it is ready, questions are answered "
+                                      "from the species catalog alone.")
         return thread
+
+    @property
+    def building_index(self) -> str | None:
+        """What a running background build is doing ('embedding passages 1,200 of 2,834 (42 %), about
+        1 min left'), or None when none runs."""
+        build = self.index_build
+        return None if build is None or build.finished else build.describe()
 
     def follow_index(self, *, now: bool = False) -> None:
         """Move to the serving index version when a re-ingest or rollback switched it (at most every

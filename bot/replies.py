@@ -33,6 +33,8 @@ VERDICT_WORDS = {
 NOT_RELIABLE = "**I can't identify this reliably: treat it as poisonous.**"
 # Under every first reply; the full DISCLAIMER goes behind "More".
 SHORT_DISCLAIMER = "⚠️ Never eat a wild mushroom on an app's word."
+# An answer given while the first index build runs: it comes from the catalog, without guide passages.
+INDEX_BUILDING = "(The field guides are still being indexed: {progress}. This answer comes from the species catalog.)"
 # A species is named with confidence, but the model is not allowed (or not sure enough) to rule
 # out its dangerous lookalikes from a photo: the verdict stays "unknown".
 CANT_RULE_OUT = "**A photo can't rule out this mushroom's dangerous lookalikes: treat it as poisonous.**"

@@ -29,7 +29,7 @@ from typing import Any
 from ingest import store
 from ingest.chunking import CHUNK_OVERLAP, CHUNK_SIZE, CHUNKER_VERSION, chunk_documents
 from ingest.loaders import catalog_documents, catalog_fingerprint, file_sha256, load_paths
-from knowledge_base.embeddings import MODEL_NAME, default_embeddings
+from knowledge_base.embeddings import MODEL_NAME, default_embeddings, embedding_id
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def build_manifest(files: list[dict[str, Any]], catalog_info: dict[str, Any], ch
         "chunker_version": CHUNKER_VERSION,
         "chunk_size": CHUNK_SIZE,
         "chunk_overlap": CHUNK_OVERLAP,
-        "embedding_model": MODEL_NAME,
+        "embedding_model": embedding_id(),
         "chunks": chunks,
         "species_tagged": species_tagged,
         "skipped": skipped,
@@ -185,7 +185,7 @@ def manifest_key(files: list[dict[str, Any]], catalog_info: dict[str, Any]) -> s
         "files": sorted((f["name"], f["sha256"]) for f in files),
         "catalog": [catalog_info.get("sha256", ""), catalog_info.get("included", True)],
         "chunker": [CHUNKER_VERSION, CHUNK_SIZE, CHUNK_OVERLAP],
-        "model": MODEL_NAME,
+        "model": embedding_id(),
     }
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 
@@ -338,7 +338,7 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
     report.version, report.collection, report.previous = version, name, serving or None
     manifest = build_manifest(files, catalog_info, len(chunks), report.species_tagged, report.skipped)
     base_meta = {"kind": "guides", "version": version, "built_at": store.now_iso(), "manifest_key": key,
-                 "chunker_version": CHUNKER_VERSION, "embedding_model": MODEL_NAME}
+                 "chunker_version": CHUNKER_VERSION, "embedding_model": embedding_id()}
     embeddings = default_embeddings()
     try:
         if name in versions:  # a leftover from a crash that also lost the alias record
@@ -351,7 +351,7 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
         )
         # Unchanged chunks (same id = same source, span and text) keep the serving version's vectors;
         # force=True re-embeds everything.
-        reused = {} if force or not serving else _reusable_embeddings(client, serving, chunks)
+        reused = {} if force or not serving else _reusable_embeddings(client, serving, chunks, embeddings.embedding_id)
         report.reused_embeddings = len(reused)
         progress(0, len(chunks), "embed")
         for begin in range(0, len(chunks), EMBED_BATCH):
@@ -399,11 +399,11 @@ def _reingest_locked(settings, report: IngestReport, sources, progress: Progress
     lap("switch")
 
 
-def _reusable_embeddings(client, serving: str, chunks) -> dict[str, list[float]]:
-    """chunk_id -> vector from the serving version, when it was embedded with the same model."""
+def _reusable_embeddings(client, serving: str, chunks, wanted: str) -> dict[str, list[float]]:
+    """chunk_id -> vector from the serving version, when it holds the same embedding (`wanted`)."""
     try:
         collection = store.get_collection(client, serving)
-        if (collection.metadata or {}).get("embedding_model") != MODEL_NAME:
+        if (collection.metadata or {}).get("embedding_model") != wanted:
             return {}
         ids = [c.metadata["chunk_id"] for c in chunks]
         found: dict[str, list[float]] = {}
@@ -466,7 +466,8 @@ def ensure_index(settings=None, *, progress: Progress | None = None, **reingest_
 # --- sources that appear or change after the index was built ----------------------------------
 def source_changes(settings=None) -> list[str]:
     """What differs between the configured sources and what the serving index was built from: the names
-    of new, changed or removed guide files, and "catalog". Hashes alone (nothing is parsed or embedded),
+    of new, changed or removed guide files, "catalog", and "embedding model" when EMBEDDING_PRECISION differs
+    from what the index holds. Hashes alone (nothing is parsed or embedded),
     so it is cheap enough for every start. Empty when nothing changed, when no index serves (that is
     ensure_index's case) or when the guides folder is not there. A file the last build could not read
     counts as known, not as new."""
@@ -495,28 +496,35 @@ def _changes_and_manifest(settings) -> tuple[list[str], dict[str, Any]]:
     catalog = manifest.get("catalog", {})
     if catalog.get("sha256") and catalog["sha256"] != catalog_fingerprint(load_catalog()):
         changes.append("catalog")
+    if (manifest.get("embedding_model") or MODEL_NAME) != embedding_id():
+        changes.append("embedding model")  # EMBEDDING_PRECISION changed: rebuilt, never mixed in one index
     return changes, manifest
 
 
 def refresh_in_background(settings=None, *, on_done: Callable[[IngestReport], None] | None = None,
+                          progress: Progress | None = None, build_missing: bool = False,
                           ) -> tuple[list[str], threading.Thread | None]:
     """Re-ingest in a background thread when the sources changed since the serving index was built;
     the old version keeps serving until the new one is checked and switched to (readers follow the
-    alias). Returns (what changed, the thread) - ([], None) when nothing changed."""
+    alias). With `build_missing`, a first build when no index serves at all (the console's first start:
+    meanwhile photos are identified and questions answered from the catalog). Returns (what changed,
+    the thread): ([], None) when there is nothing to do, ([], thread) for a first build."""
     settings = _settings(settings)
     try:
         changes, manifest = _changes_and_manifest(settings)
+        missing = build_missing and not manifest and not has_index(settings)
     except Exception as exc:  # noqa: BLE001 - a check that cannot run must not stop a start
         log.warning("ingest: could not compare the sources with the index: %s", exc)
         return [], None
-    if not changes:
+    if not changes and not missing:
         return [], None
     # The same kind of build as the serving one (with or without the catalog's own passages).
     include_catalog = bool(manifest.get("catalog", {}).get("included", True))
 
     def run() -> None:
-        report = reingest(settings, include_catalog=include_catalog)
-        log.info("ingest: background refresh for %s: %s", ", ".join(changes), report.summary())
+        report = reingest(settings, include_catalog=include_catalog, progress=progress)
+        log.info("ingest: background %s: %s", f"refresh for {', '.join(changes)}" if changes else "first build",
+                 report.summary())
         if on_done is not None:
             on_done(report)
 

