@@ -167,11 +167,13 @@ def main(args: ConsoleArgs) -> int:
         settings, model_dir=args.model, rate_limiter=PhotoRateLimiter(0, settings.photo_rate_window_s),
         message_limiter=PhotoRateLimiter(0, settings.message_rate_window_s),
     )
-    refresh = refresh_knowledge_base(settings, core) if args.build_index else None
     try:
         core.load_classifier()
     except Exception as exc:
         print(f"Photo identification unavailable: {exc}", file=sys.stderr)
+    # After the model: the build may export the embedding model (torch, transformers), and two threads
+    # importing transformers at once can catch it half-initialised ("cannot import name 'AutoModel'").
+    refresh = refresh_knowledge_base(settings, core) if args.build_index else None
     try:
         code = asyncio.run(run_console(core, settings, continue_chat=args.continue_chat))
     except KeyboardInterrupt:
