@@ -158,7 +158,14 @@ class Engine:
         def open_answerer():
             from knowledge_base.answer import Answerer
 
-            return Answerer.from_settings(settings)
+            answerer = Answerer.from_settings(settings)
+            store = getattr(answerer.retriever, "store", None)
+            if store is not None:
+                # Load (and on a first run export) the embedding model now, under the engine's load lock, not
+                # at the first question: beside a photo's first model load, two threads would import
+                # transformers at once and can catch it half-initialised.
+                store.embeddings.encoder  # noqa: B018 - loads it
+            return answerer
 
         kwargs.setdefault("classifier_factory", load_classifier)
         kwargs.setdefault("answerer_factory", open_answerer)
