@@ -38,6 +38,7 @@ from knowledge_base.catalog import Catalog, default_catalog
 from knowledge_base.language import detect_language
 from knowledge_base.resolve import SpeciesResolver
 from knowledge_base.triage import triage
+from vision_model.feedback import UNKNOWN_SPECIES, FeedbackStore, photo_sha256
 from vision_model.images import ImageError
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,14 @@ def identification_buttons(ident_id: int) -> list[Button]:
         Button("Is it poisonous?", f"poison:{ident_id}"),
         Button("Lookalikes", f"look:{ident_id}"),
         Button("Sources", f"src:{ident_id}"),
+        # Feedback on the identification (bot.feedback); adapters put these on a row of their own.
+        Button("Right", f"fb:{ident_id}:right"),
+        Button("Wrong", f"fb:{ident_id}:wrong"),
+        Button("Not sure", f"fb:{ident_id}:unsure"),
     ]
+
+
+VOTE_WORDS = {"right": "right", "wrong": "wrong", "unsure": "not sure"}
 
 
 class BotCore:
@@ -115,6 +123,7 @@ class BotCore:
         self.engine = engine or Engine(settings, **engine_kwargs)
         self.catalog = catalog or default_catalog()
         self._memory = memory
+        self._feedback: FeedbackStore | None = None
         self._memory_lock = threading.Lock()
         self.rate_limiter = rate_limiter or PhotoRateLimiter(settings.photo_rate_limit, settings.photo_rate_window_s)
         self.message_limiter = message_limiter or PhotoRateLimiter(settings.message_rate_limit,
@@ -141,6 +150,22 @@ class BotCore:
                 if self._memory is None:
                     self._memory = ChatMemory(self.settings.database_url)
         return self._memory
+
+    @property
+    def feedback(self) -> FeedbackStore:
+        """The feedback store, on the chat database (opened with the memory)."""
+        if self._feedback is None:
+            engine = self.memory.engine  # (outside the lock: opening the memory takes it)
+            with self._memory_lock:
+                if self._feedback is None:
+                    salt = self.settings.feedback_salt.get_secret_value() if self.settings.feedback_salt else None
+                    store = FeedbackStore(engine, salt=salt, photos_url=self.settings.feedback_photos)
+                    try:  # retention: once per process, when the store is first used
+                        store.delete_older_than(self.settings.feedback_retention_days)
+                    except Exception:
+                        log.exception("could not apply the feedback retention")
+                    self._feedback = store
+        return self._feedback
 
     def load_classifier(self) -> None:
         """Load the model now (at start-up) instead of on the first photo."""
@@ -254,8 +279,10 @@ class BotCore:
         self.photos_in_flight += 1
         try:
             result, decoded = await self.identify(photos)
+            used = [photos[n - 1] for n in decoded.used]
             ident = await self._io(self._remember_identification, event, result, len(decoded.used),
-                                   notes + decoded.notes)
+                                   notes + decoded.notes, [photo_sha256(p) for p in used])
+            await self._io(self._keep_photos_with_consent, event, used)
         finally:
             self.photos_in_flight -= 1
         outcome = "abstained" if ident.abstained or ident.verdict == "unknown" else "ok"
@@ -276,7 +303,17 @@ class BotCore:
         answered = await self._question(event, caption, ident)
         return Outcome(answered.replies + identified.replies, "first_aid")
 
-    def _remember_identification(self, event: Event, result, photo_count: int, notes: list[str]) -> _Identified:
+    def _keep_photos_with_consent(self, event: Event, photos: list[bytes]) -> None:
+        """Only for users who said /consent on; a photo store that fails must not fail the identification."""
+        key = self.feedback.user_key(event.platform, event.user_id)
+        if self.feedback.consent(key):
+            try:
+                self.feedback.keep_photos(key, photos)
+            except Exception:
+                log.exception("could not keep the photos of a consenting user")
+
+    def _remember_identification(self, event: Event, result, photo_count: int, notes: list[str],
+                                 photo_hashes: list[str] | None = None) -> _Identified:
         """Word the reply and store the identification with the exchange (one transaction)."""
         labels = [p.label for p in result.top_k]
         probabilities = [float(p.probability) for p in result.top_k]
@@ -290,7 +327,7 @@ class BotCore:
             event.platform, event.chat_id,
             labels=labels, probabilities=probabilities, verdict=verdict, abstained=abstained,
             danger_probability=danger, photo_count=photo_count, model_version=str(result.model_version),
-            dangerous=dangerous,
+            dangerous=dangerous, photo_hashes=photo_hashes,
             exchange=[("user", event.kind, f"[{photo_count} photo(s)]", None),
                       ("bot", event.kind, text, {"more": more})],
         )
@@ -403,6 +440,9 @@ class BotCore:
             if action == "look":
                 return Outcome([Reply(self._lookalikes_for(ident.top_label))])
             return await self._sources(event, ident)
+        if action == "fb":
+            number, _, vote = arg.partition(":")
+            return await self._vote(event, number, vote)
         if action == "looks" and arg:
             return Outcome([Reply(self._lookalikes_for(arg))])
         if action == "srcs":
@@ -426,6 +466,78 @@ class BotCore:
             label = last_answer.data.get("species")
         version = ident.model_version if ident else self.model_version
         return Outcome([Reply(say.sources_text(label, self.catalog, citations, version))])
+
+    # --- feedback (bot.feedback) -----------------------------------------------------------
+    async def _vote(self, event: Event, number: str, vote: str) -> Outcome:
+        ident = None
+        if number.isdigit() and len(number) <= 12 and vote in VOTE_WORDS:
+            ident = await self._io(self.memory.get_identification, event.platform, event.chat_id, int(number))
+        if ident is None:  # not in this chat (or forged, or forgotten): nothing is stored
+            return Outcome([Reply("I no longer remember that photo (I keep the last few per chat), so I can't "
+                                  "record feedback on it. Send it again if you like.")], "expired")
+        return await self._record_vote(event, ident, vote, None)  # "wrong" asks which species it is
+
+    async def _record_vote(self, event: Event, ident, vote: str, label: str | None) -> Outcome:
+        def record():
+            key = self.feedback.user_key(event.platform, event.user_id)
+            asked = self.feedback.consent(key) is not None
+            result = self.feedback.record(key, event.platform, ident, vote, label)
+            if not asked:
+                self.feedback.set_consent(key, False)  # asked once; off until the user says /consent on
+            return result, asked
+
+        result, asked = await self._io(record)
+        if label is not None:
+            name = self.catalog.get(label).display_name if label in self.catalog.labels else "an unknown species"
+            text = say.FEEDBACK_CORRECTED.format(species=name)
+        elif vote == "wrong":
+            text = say.FEEDBACK_WHICH  # /correct adds the species to this vote
+        elif result.changed_from:
+            text = say.FEEDBACK_CHANGED.format(old=VOTE_WORDS[result.changed_from], new=VOTE_WORDS[vote])
+        else:
+            text = say.FEEDBACK_RIGHT if vote == "right" else say.FEEDBACK_UNSURE
+        if not asked:
+            text += "\n\n" + say.CONSENT_ASK
+        return Outcome([Reply(text)])
+
+    async def _correct(self, event: Event, args: str) -> Outcome:
+        if not args:
+            return Outcome([Reply(say.FEEDBACK_EMPTY)], "bad_input")
+        idents = await self._io(self.memory.recent_identifications, event.platform, event.chat_id)
+        if not idents:
+            return Outcome([Reply(say.FEEDBACK_NO_PHOTO)], "no_photo")
+        if args.strip().lower() in ("unknown", "i don't know", "dont know", "don't know", "?"):
+            label = UNKNOWN_SPECIES
+        else:
+            found = self._resolver.find_species(args) if self._resolver else []
+            if len(found) != 1:
+                return Outcome([Reply(say.FEEDBACK_UNKNOWN_SPECIES.format(name=args.strip()[:60]))], "bad_input")
+            label = found[0].label
+        ident = idents[-1]
+        vote = "right" if label == ident.top_label else "wrong"
+        return await self._record_vote(event, ident, vote, label)
+
+    async def _consent(self, event: Event, args: str) -> Outcome:
+        choice = args.strip().lower()
+        key = self.feedback.user_key(event.platform, event.user_id)
+        if choice in ("on", "yes", "ja", "oui", "si", "sí"):
+            await self._io(self.feedback.set_consent, key, True)
+            return Outcome([Reply(say.CONSENT_ON)])
+        if choice in ("off", "no", "nein", "non"):
+            await self._io(self.feedback.set_consent, key, False)
+            return Outcome([Reply(say.CONSENT_OFF)])
+        if choice:
+            return Outcome([Reply(say.CONSENT_USAGE)], "bad_input")
+        state = await self._io(self.feedback.consent, key)
+        return Outcome([Reply(say.CONSENT_STATUS.format(state="on" if state else "off"))])
+
+    async def _forget(self, event: Event) -> Outcome:
+        def forget():
+            self.memory.forget_chat(event.platform, event.chat_id)
+            return self.feedback.forget_user(self.feedback.user_key(event.platform, event.user_id))
+
+        votes, photos = await self._io(forget)
+        return Outcome([Reply(say.FORGOTTEN.format(votes=votes, photos=photos))])
 
     # --- commands ------------------------------------------------------------------------
     async def _command(self, event: Event) -> Outcome:
@@ -451,6 +563,12 @@ class BotCore:
             return Outcome([Reply(say.NEW_CONVERSATION)])
         if name == "about":
             return Outcome([Reply(await self._io(self._about_text))])
+        if name == "correct":
+            return await self._correct(event, args)
+        if name == "consent":
+            return await self._consent(event, args)
+        if name == "forget":
+            return await self._forget(event)
         if name in ("reingest", "status"):
             if not event.is_admin:
                 return Outcome([Reply(say.NOT_ADMIN.format(name=name))], "refused")

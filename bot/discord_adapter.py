@@ -43,8 +43,10 @@ class CoreButton(discord.ui.DynamicItem[discord.ui.Button], template=r"mb:(?P<pa
     """A reply button; its payload goes back to the core when pressed (even after a restart)."""
 
     def __init__(self, label: str, payload: str) -> None:
+        # The feedback buttons (Right / Wrong / Not sure) on a row of their own, under the others.
         super().__init__(discord.ui.Button(label=label, custom_id=f"mb:{payload}",
-                                           style=discord.ButtonStyle.secondary))
+                                           style=discord.ButtonStyle.secondary,
+                                           row=1 if payload.startswith("fb:") else 0))
         self.payload = payload
 
     @classmethod
@@ -150,7 +152,22 @@ class DiscordFrontDoor:
             await interaction.response.defer(thinking=True)
             await self._respond(interaction, self._event(interaction, command="lookalikes", args=species or ""))
 
+        @tree.command(name="correct", description="Tell me what your last photo really shows")
+        @app_commands.describe(species="the species (Latin or common name), or 'unknown'")
+        async def correct(interaction: discord.Interaction, species: str):
+            await interaction.response.defer(thinking=True, ephemeral=True)
+            await self._respond(interaction, self._event(interaction, command="correct", args=species))
+
+        @tree.command(name="consent", description="May I keep your photos to improve the model? (on/off)")
+        @app_commands.describe(choice="on or off (empty: show the current choice)")
+        @app_commands.choices(choice=[app_commands.Choice(name="on", value="on"),
+                                      app_commands.Choice(name="off", value="off")])
+        async def consent(interaction: discord.Interaction, choice: str | None = None):
+            await interaction.response.defer(thinking=True, ephemeral=True)
+            await self._respond(interaction, self._event(interaction, command="consent", args=choice or ""))
+
         for name, description in (
+            ("forget", "Delete everything I keep about you: this chat, your feedback and your photos"),
             ("sources", "Where my information comes from"),
             ("more", "The rest of my last answer"),
             ("new", "Start a new conversation (forget this chat's photos and questions)"),

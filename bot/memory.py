@@ -51,6 +51,7 @@ identifications = Table(
     # JSON [[label, probability], ...]: the dangerous candidates behind the verdict (added later:
     # ChatMemory adds the column to older databases).
     Column("dangerous", Text, nullable=True),
+    Column("photo_hashes", Text, nullable=True),  # JSON list of the SHA-256 of the photos used (feedback)
 )
 
 history = Table(
@@ -79,6 +80,7 @@ class StoredIdentification:
     model_version: str
     created_at: datetime
     dangerous: list[tuple[str, float]] = field(default_factory=list)
+    photo_hashes: list[str] = field(default_factory=list)
 
     @property
     def top_label(self) -> str | None:
@@ -160,6 +162,7 @@ class ChatMemory:
         model_version: str,
         dangerous: list[tuple[str, float]] | None = None,
         exchange: list[tuple[str, str, str, dict | None]] | None = None,
+        photo_hashes: list[str] | None = None,
     ) -> int:
         """Store an identification (and, in the same transaction, the history lines of `exchange`)."""
         with self.engine.begin() as conn:
@@ -176,6 +179,7 @@ class ChatMemory:
                     photo_count=photo_count,
                     model_version=model_version,
                     dangerous=json.dumps([[lab, round(float(p), 6)] for lab, p in dangerous or []]),
+                    photo_hashes=json.dumps(list(photo_hashes or [])),
                 )
             ).inserted_primary_key[0]
             self._prune(conn, identifications, platform, chat_id, self.keep_identifications)
@@ -221,6 +225,7 @@ class ChatMemory:
             model_version=row["model_version"],
             created_at=row["created_at"],
             dangerous=[(lab, float(p)) for lab, p in json.loads(row["dangerous"] or "[]")],
+            photo_hashes=json.loads(row["photo_hashes"] or "[]"),
         )
 
     # --- history -------------------------------------------------------------------

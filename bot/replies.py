@@ -293,6 +293,9 @@ def help_text(is_admin: bool) -> str:
         "/sources - where my information comes from",
         "/more - the rest of my last answer",
         "/new - start a new conversation (forget the photos and questions so far)",
+        "/correct <species> - tell me what your last photo really shows (or /correct unknown)",
+        "/consent on|off - may I keep your photos to improve the model? (off unless you say on)",
+        "/forget - delete everything I keep about you: this chat, your feedback and your photos",
         "/about - the model, the data and my limits",
         "/help - this message",
     ]
@@ -307,6 +310,26 @@ def start_text(is_admin: bool) -> str:
 
 
 UNKNOWN_COMMAND = "I don't know the command /{name}."
+# Feedback on identifications (bot.feedback).
+FEEDBACK_RIGHT = "Thank you: noted that the identification was right."
+FEEDBACK_UNSURE = "Thank you: noted that you are not sure about it. An expert looks at it."
+FEEDBACK_CHANGED = "Thank you: changed your answer from \"{old}\" to \"{new}\"."
+FEEDBACK_WHICH = ("Which species is it? Reply /correct <species name> (Latin or common name), "
+                  "or /correct unknown if you don't know.")
+FEEDBACK_CORRECTED = "Thank you: noted that your photo shows {species}. An expert reviews it before the model learns it."
+FEEDBACK_NO_PHOTO = "There is no identification in this chat to correct. Send a photo first."
+FEEDBACK_UNKNOWN_SPECIES = ("I don't know a species called \"{name}\". Try its Latin or common name "
+                            "(e.g. /correct Amanita phalloides), or /correct unknown if you don't know.")
+FEEDBACK_EMPTY = "Which species does your last photo show? For example: /correct Cantharellus cibarius"
+CONSENT_ASK = ("May I keep the photos you send, to help improve the model? They are kept only if you say "
+               "/consent on, reviewed by experts, and deleted when you say /forget. Until then I keep "
+               "only a fingerprint of each photo and your answer.")
+CONSENT_ON = "Thank you: from now on I keep the photos you send (/consent off stops it, /forget deletes them)."
+CONSENT_OFF = "OK: I don't keep your photos (only a fingerprint and your answers). /forget deletes those too."
+CONSENT_STATUS = "Keeping your photos: {state}. Change it with /consent on or /consent off."
+CONSENT_USAGE = "Say /consent on to let me keep your photos, or /consent off to stop."
+FORGOTTEN = ("Done: I deleted this conversation, your {votes} feedback answer(s) and {photos} kept photo(s). "
+             "Nothing about you is left with me.")
 EMPTY_QUESTION = "What would you like to know? For example: /ask is the death cap poisonous?"
 NEED_PHOTO = (
     "Which mushroom do you mean? Send a photo of it first (cap, gills and the whole stem base), "

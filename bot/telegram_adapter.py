@@ -53,6 +53,9 @@ MENU = [
     BotCommand("sources", "Where my information comes from"),
     BotCommand("more", "The rest of my last answer"),
     BotCommand("new", "Start a new conversation"),
+    BotCommand("correct", "Tell me what your last photo really shows"),
+    BotCommand("consent", "Let me keep your photos (on/off)"),
+    BotCommand("forget", "Delete everything I keep about you"),
     BotCommand("about", "The model, the data and the limits"),
     BotCommand("help", "How to use this bot"),
 ]
@@ -242,7 +245,11 @@ class TelegramFrontDoor:
 def keyboard(reply: Reply) -> InlineKeyboardMarkup | None:
     if not reply.buttons:
         return None
-    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.payload) for b in reply.buttons]])
+    # The feedback buttons (Right / Wrong / Not sure) on a row of their own, under the others.
+    rows = [[b for b in reply.buttons if not b.payload.startswith("fb:")],
+            [b for b in reply.buttons if b.payload.startswith("fb:")]]
+    return InlineKeyboardMarkup([[InlineKeyboardButton(b.label, callback_data=b.payload) for b in row]
+                                 for row in rows if row])
 
 
 def is_image_message(message: Message) -> bool:

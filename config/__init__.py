@@ -73,6 +73,12 @@ class Settings(BaseSettings):
 
     # --- bot state and limits -------------------------------------------------------
     database_url: str = Field(default=f"sqlite:///{DEFAULT_VAR_DIR / 'bot.sqlite3'}", alias="DATABASE_URL")
+    # Feedback on identifications (bot.feedback): the salt of the user hashes (default: generated once and kept
+    # in the database), where consenting users' photos go (a folder or an fsspec URL such as s3://bucket/x),
+    # and how long votes and photos are kept.
+    feedback_salt: SecretStr | None = Field(default=None, alias="FEEDBACK_SALT")
+    feedback_photos: str = Field(default=str(DEFAULT_VAR_DIR / "feedback" / "photos"), alias="FEEDBACK_PHOTOS")
+    feedback_retention_days: float = Field(default=365.0, alias="FEEDBACK_RETENTION_DAYS")
     max_image_bytes: int = Field(default=10 * 1024 * 1024, alias="MAX_IMAGE_BYTES")
     max_image_pixels: int = Field(default=40_000_000, alias="MAX_IMAGE_PIXELS")
     max_images_per_observation: int = Field(default=6, alias="MAX_IMAGES_PER_OBSERVATION")

@@ -77,6 +77,7 @@ def make_settings(tmp_path: Path, **overrides) -> Settings:
         "CHROMA_PATH": str(tmp_path / "chroma"),
         "GUIDES_DIR": str(tmp_path / "guides"),
         "DISCORD_HEALTH_FILE": str(tmp_path / "discord-alive"),
+        "FEEDBACK_PHOTOS": str(tmp_path / "feedback-photos"),
         "TELEGRAM_ADMIN_IDS": "1001",  # FakeTelegram.ADMIN
         "DISCORD_ADMIN_IDS": "2001",
     }

@@ -19,6 +19,7 @@ os.environ.setdefault("DISCORD_HEALTH_FILE", str(_SCRATCH / "discord-alive"))
 os.environ.setdefault("VISION_ONNX_CACHE", str(_USER_CACHE / "onnx"))
 os.environ.setdefault("EMBEDDING_ONNX_CACHE", str(_USER_CACHE / "onnx"))
 os.environ.setdefault("VISION_CACHE_DIR", str(_SCRATCH / "vision-cache"))
+os.environ.setdefault("FEEDBACK_PHOTOS", str(_SCRATCH / "feedback-photos"))
 # Hypothesis (and Schemathesis on top of it) keeps its files in .hypothesis/ of the working folder.
 set_hypothesis_home_dir(str(_SCRATCH / "hypothesis"))
 

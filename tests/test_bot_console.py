@@ -66,7 +66,7 @@ def test_console_session_with_piped_stdin(tmp_path, deadly_model):
     out = result.stdout
     assert result.returncode == 0, result.stderr
     assert "2 photos, one observation" in out and "DEADLY - can kill" in out
-    assert "[buttons: More | Is it poisonous? | Lookalikes | Sources]" in out
+    assert "[buttons: More | Is it poisonous? | Lookalikes | Sources | Right | Wrong | Not sure]" in out
     # The follow-up resolved to the photo; /more gave the rest of that answer.
     assert "Amanita phalloides (death cap) is DEADLY poisonous" in out and "Sources:\n• Species catalog" in out
     # A poisoning after the photo: first aid first, then the species' facts.
@@ -91,3 +91,29 @@ def test_console_session_with_piped_stdin(tmp_path, deadly_model):
     new = run_console(tmp_path, deadly_model, "what about the first one?\n", "--no-build-index")
     assert new.returncode == 0, new.stderr
     assert "haven't seen a photo" in new.stdout
+
+
+def test_feedback_in_the_console(tmp_path, deadly_model):
+    """The console has no buttons to press: /correct gives the same feedback (issue 27)."""
+    from sqlalchemy import create_engine, text
+
+    cap = tmp_path / "cap.jpg"
+    cap.write_bytes(jpeg((200, 200, 180)))
+    script = f"/identify {cap}\n/correct death cap\n/correct Boletus imaginarius\n/consent maybe\n/consent\n"
+    result = run_console(tmp_path, deadly_model, script, "--no-build-index")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "[buttons: More | Is it poisonous? | Lookalikes | Sources | Right | Wrong | Not sure]" in out
+    assert "noted that your photo shows Amanita phalloides" in out and "/consent on" in out
+    assert "I don't know a species called \"Boletus imaginarius\"" in out
+    assert "Say /consent on to let me keep your photos" in out and "Keeping your photos: off" in out
+    db = create_engine(f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+    with db.connect() as conn:
+        [vote] = conn.execute(text("SELECT vote, user_label, model_version FROM bot_feedback")).mappings().all()
+    assert vote["vote"] == "right" and vote["user_label"] == "amanita_phalloides" and vote["model_version"]
+
+    forgot = run_console(tmp_path, deadly_model, "/forget\n", "--no-build-index", "--continue")
+    assert "your 1 feedback answer(s) and 0 kept photo(s)" in forgot.stdout
+    with db.connect() as conn:
+        for table in ("bot_feedback", "bot_consent", "bot_identifications", "bot_history"):
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table

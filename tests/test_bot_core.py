@@ -44,7 +44,8 @@ async def test_photo_reply_has_top3_verdict_features_lookalikes_and_buttons(tmp_
     assert "2 photos, one observation" in text
     assert text.count("%") >= 3  # top 3 with percentages
     assert len(text) <= 500
-    assert [b.label for b in reply.buttons] == ["More", "Is it poisonous?", "Lookalikes", "Sources"]
+    assert [b.label for b in reply.buttons] == ["More", "Is it poisonous?", "Lookalikes", "Sources",
+                                                "Right", "Wrong", "Not sure"]
     core = make_core(make_settings(tmp_path), models["deadly"])
     [more] = await core.handle(Event(platform="test", chat_id="1", user_id="7", button=reply.buttons[0].payload))
     core.close()

@@ -47,7 +47,7 @@ async def test_mention_with_an_attachment_is_identified(discord_bot):
     assert url.endswith(f"/channels/{FakeDiscord.CHANNEL}/messages")
     assert str(payload["message_reference"]["message_id"]) == "42"  # a reply to the user's message
     labels = [c["label"] for row in payload["components"] for c in row["components"]]
-    assert labels == ["More", "Is it poisonous?", "Lookalikes", "Sources"]
+    assert labels == ["More", "Is it poisonous?", "Lookalikes", "Sources", "Right", "Wrong", "Not sure"]
 
 
 async def test_messages_without_a_mention_are_ignored_and_files_refused(discord_bot):
@@ -78,7 +78,7 @@ async def press_under_a_photo_reply(fake, state, label: str) -> list[str]:
     state.parse_message_create(guild_message("<@123>", [fake.attachment("a.jpg", jpeg())]))
     await fake.settle(1)
     _, _, payload = next(c for c in fake.calls if c[2].get("components"))
-    button = next(c for c in payload["components"][0]["components"] if c["label"] == label)
+    button = next(c for row in payload["components"] for c in row["components"] if c["label"] == label)
     state.parse_interaction_create(interaction(3, {"custom_id": button["custom_id"], "component_type": 2},
                                                fake.message(payload)))
     return await fake.settle(2)
@@ -127,3 +127,19 @@ async def test_the_health_file_follows_the_gateway_connection(discord_bot, monke
     monkeypatch.setattr(type(door.client), "latency", property(lambda self: float("inf")))
     assert not door.mark_alive_if_connected()
     assert subprocess.run(probe, capture_output=True).returncode == 1
+
+
+async def test_feedback_buttons_and_commands_record_votes_with_the_model_version(discord_bot, tmp_path):
+    """Right / Wrong / Not sure on a row of their own; the vote is stored under a salted user hash (issue 27)."""
+    from sqlalchemy import create_engine, text
+
+    door, fake, state = discord_bot
+    texts = await press_under_a_photo_reply(fake, state, "Not sure")
+    _, _, payload = next(c for c in fake.calls if c[2].get("components"))
+    assert [c["label"] for c in payload["components"][1]["components"]] == ["Right", "Wrong", "Not sure"]
+    assert "noted that you are not sure about it" in texts[-1] and "/consent on" in texts[-1]
+    with create_engine(f"sqlite:///{tmp_path / 'bot.sqlite3'}").connect() as conn:
+        [vote] = conn.execute(text("SELECT * FROM bot_feedback")).mappings().all()
+    assert vote["vote"] == "unsure" and vote["model_version"] and vote["platform"] == "discord"
+    assert str(FakeDiscord.USER["id"]) not in str(dict(vote))
+    assert {"correct", "consent", "forget"} <= {c.name for c in door.tree.get_commands()}

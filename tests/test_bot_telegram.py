@@ -53,7 +53,8 @@ async def telegram(tmp_path, deadly_model):
 async def test_menu_is_set_at_start(telegram):
     fake, _, _ = telegram
     everyone, admin = fake.sent("setMyCommands")
-    assert {"identify", "ask", "lookalikes", "sources", "more", "new", "about", "help"} == {
+    assert {"identify", "ask", "lookalikes", "sources", "more", "new", "about", "help", "correct", "consent",
+            "forget"} == {
         c["command"] for c in everyone["commands"]}
     assert {"status", "reingest"} <= {c["command"] for c in admin["commands"]}
     assert admin["scope"] == {"type": "chat", "chat_id": FakeTelegram.ADMIN}
@@ -160,3 +161,54 @@ async def test_empty_ask_and_long_replies_fit_telegram(telegram):
     assert "What would you like to know?" in empty
     assert all(len(m["text"]) <= 4096 for m in fake.sent())
     assert "Amanita phalloides" in answer
+
+
+async def test_feedback_is_recorded_with_the_model_version_and_forget_leaves_nothing(telegram, tmp_path):
+    """Right / Wrong / Not sure under every identification, /correct, /consent, /forget (issue 27)."""
+    import json
+
+    from sqlalchemy import create_engine, text
+
+    fake, send, photo = telegram
+    db = create_engine(f"sqlite:///{tmp_path / 'bot.sqlite3'}")
+
+    def rows(sql):
+        with db.connect() as conn:
+            return [dict(r) for r in conn.execute(text(sql)).mappings()]
+
+    await send(photo("p1", jpeg()))
+    feedback_row = fake.sent()[-1]["reply_markup"]["inline_keyboard"][1]
+    assert [b["text"] for b in feedback_row] == ["Right", "Wrong", "Not sure"]
+    await send(callback=feedback_row[0]["callback_data"])
+    said = fake.sent()[-1]["text"]
+    assert "noted that the identification was right" in said and "/consent on" in said  # asked once
+    [vote] = rows("SELECT * FROM bot_feedback")
+    assert vote["vote"] == "right" and vote["model_version"] and vote["verdict"] == "deadly"
+    assert json.loads(vote["labels"])[0] == "amanita_phalloides" and len(json.loads(vote["photo_sha256"])) == 1
+    assert str(FakeTelegram.USER) not in json.dumps(vote, default=str)  # a salted hash, never the user id
+    assert not vote["photos_kept"]
+
+    await send(callback=feedback_row[1]["callback_data"])  # a second vote replaces the first, and says so
+    assert "Which species is it?" in fake.sent()[-1]["text"]
+    await send(text="/correct Chanterelle")
+    assert "your photo shows Cantharellus cibarius" in fake.sent()[-1]["text"]
+    [vote] = rows("SELECT vote, user_label FROM bot_feedback")
+    assert vote == {"vote": "wrong", "user_label": "cantharellus_cibarius"}
+    await send(text="/correct Boletus imaginarius")
+    assert "I don't know a species called" in fake.sent()[-1]["text"]
+    assert rows("SELECT user_label FROM bot_feedback") == [{"user_label": "cantharellus_cibarius"}]
+    await send(callback="fb:999999:right")  # not an identification of this chat: nothing stored
+    assert "no longer remember that photo" in fake.sent()[-1]["text"]
+    assert len(rows("SELECT * FROM bot_feedback")) == 1
+    assert not (tmp_path / "feedback-photos").exists()  # no consent: no photo kept
+
+    await send(text="/consent on")
+    await send(photo("p2", jpeg((10, 200, 10))))
+    kept = [p for p in (tmp_path / "feedback-photos").rglob("*.jpg")]
+    assert len(kept) == 1 and rows("SELECT count(*) AS n FROM bot_kept_photos") == [{"n": 1}]
+
+    await send(text="/forget")
+    assert "deleted this conversation, your 1 feedback answer(s) and 1 kept photo(s)" in fake.sent()[-1]["text"]
+    for table in ("bot_feedback", "bot_consent", "bot_kept_photos", "bot_identifications", "bot_history"):
+        assert rows(f"SELECT * FROM {table}") == [], table
+    assert not [p for p in (tmp_path / "feedback-photos").rglob("*") if p.is_file()]

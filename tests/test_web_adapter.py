@@ -62,7 +62,8 @@ def test_a_chat_remembers_its_photo_like_the_bots(client):
     reply = client.post("/web/photo", files=files, headers=WEB).json()["replies"][0]
     card = reply["data"]["identification"]
     assert card["verdict"] and len(card["top"]) == 3 and "first 6 of your 7 photos" in " ".join(card["notes"])
-    assert [b["label"] for b in reply["buttons"]] == ["More", "Is it poisonous?", "Lookalikes", "Sources"]
+    assert [b["label"] for b in reply["buttons"]] == ["More", "Is it poisonous?", "Lookalikes", "Sources", "Right",
+                                                     "Wrong", "Not sure"]
     follow = client.post("/web/message", json={"text": "is it poisonous?"}, headers=WEB).json()["replies"][0]
     assert follow["text"].startswith("Your photo") or card["top"][0]["name"].split(" (")[0] in follow["text"]
     core = client.app.state.core
@@ -80,3 +81,22 @@ def test_limits_apply_before_the_core(client):
     started = time.monotonic()
     empty = client.post("/web/photo", headers=WEB).json()["replies"][0]["text"]
     assert "choose at least one photo" in empty and time.monotonic() - started < 5
+
+
+def test_feedback_from_the_page_and_forget(client):
+    """The page's Right / Wrong / Not sure buttons and /correct, /forget go through the core (issue 27)."""
+    reply = client.post("/web/photo", files=[("image", ("p.jpg", photo_bytes(1), "image/jpeg"))],
+                        headers=WEB).json()["replies"][0]
+    wrong = next(b["payload"] for b in reply["buttons"] if b["label"] == "Wrong")
+    asked = client.post("/web/message", json={"button": wrong}, headers=WEB).json()["replies"][0]["text"]
+    assert "Which species is it?" in asked and "/consent on" in asked
+    said = client.post("/web/message", json={"text": "/correct unknown"}, headers=WEB).json()["replies"][0]
+    assert "an unknown species" in said["text"]
+    core = client.app.state.core
+    [vote] = core.feedback.rows()
+    assert (vote["vote"], vote["user_label"], vote["platform"]) == ("wrong", "unknown", "web")
+    assert vote["model_version"] == core.model_version
+    gone = client.post("/web/message", json={"text": "/forget"}, headers=WEB).json()["replies"][0]["text"]
+    assert "your 1 feedback answer(s)" in gone and core.feedback.rows() == []
+    chat = client.cookies.get(COOKIE).split(".")[0]
+    assert core.memory.recent_identifications("web", chat) == []

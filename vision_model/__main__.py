@@ -11,6 +11,10 @@ identify
     Exit status: 0 when at least one photo was identified, 1 when none could be, 2 on usage
     errors, 3 when the model cannot be loaded.
 
+feedback
+    python -m vision_model feedback list|show|accept|reject|export: the experts' review queue of users'
+    feedback (vision_model.feedback).
+
 train / calibrate / evaluate / export / soup
     The training pipeline: `vision_model.<command>.main(args)`, its arguments the dataclass main()
     takes (vision_model.cli parses them; `--help` lists them). Imported only when used, so
@@ -84,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, summary in cli.PIPELINE_COMMANDS.items():
         # add_help=False: `python -m vision_model train --help` is answered by vision_model.cli.run.
         sub.add_parser(name, help=summary, description=summary, add_help=False)
+    sub.add_parser("feedback", help="review users' feedback and export it (list|show|accept|reject|export)",
+                   add_help=False)
     return parser
 
 
@@ -176,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     # Pipeline subcommands own their argument parsing (including --help).
     if argv and argv[0] in cli.PIPELINE_COMMANDS:
         return cli.run(argv[0], argv[1:])
+    if argv and argv[0] == "feedback":
+        from vision_model.feedback import main as feedback_main
+
+        return feedback_main(argv[1:])
     parser = build_parser()
     ns = parser.parse_args(argv)
     args = IdentifyArgs(

@@ -1,0 +1,127 @@
+"""bot.feedback on its own: salted user keys, one vote per user and identification, consent-gated photos in an
+fsspec store, /forget and retention leave no row or file behind (issue 27)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import create_engine, update
+
+from bot.memory import StoredIdentification
+from vision_model.feedback import FeedbackStore, feedback, kept_photos
+
+
+def ident(number: int = 1) -> StoredIdentification:
+    return StoredIdentification(id=number, labels=["amanita_phalloides", "amanita_citrina"], probabilities=[0.9, 0.1],
+                                verdict="deadly", abstained=False, danger_probability=0.9, photo_count=1,
+                                model_version="tiny-1", created_at=datetime.now(UTC), photo_hashes=["ab" * 32])
+
+
+@pytest.fixture
+def store(tmp_path):
+    return FeedbackStore(create_engine(f"sqlite:///{tmp_path / 'db.sqlite3'}"), photos_url=str(tmp_path / "photos"))
+
+
+def test_user_keys_are_salted_hashes_that_stay_stable(tmp_path, store):
+    key = store.user_key("telegram", "123")
+    assert len(key) == 64 and "123" not in key and key == store.user_key("telegram", "123")
+    assert key != store.user_key("discord", "123")
+    again = FeedbackStore(store.engine, photos_url=str(tmp_path / "photos"))  # the salt is kept in the database
+    assert again.user_key("telegram", "123") == key
+    other = FeedbackStore(create_engine(f"sqlite:///{tmp_path / 'other.sqlite3'}"))
+    assert other.user_key("telegram", "123") != key  # another database, another salt
+    assert FeedbackStore(store.engine, salt="fixed").user_key("telegram", "123") != key
+
+
+def test_one_vote_per_user_and_identification(store):
+    key = store.user_key("web", "u")
+    assert store.record(key, "web", ident(), "right").changed_from is None
+    assert store.record(key, "web", ident(), "right").changed_from is None  # the same again: nothing changes
+    assert store.record(key, "web", ident(), "wrong", "amanita_citrina").changed_from == "right"
+    [row] = store.rows(key)
+    assert (row["vote"], row["user_label"], row["model_version"]) == ("wrong", "amanita_citrina", "tiny-1")
+    with pytest.raises(ValueError):
+        store.record(key, "web", ident(), "maybe")
+
+
+def test_forget_keeps_a_photo_another_consenting_user_also_sent(store, tmp_path):
+    alice, bob = store.user_key("web", "alice"), store.user_key("web", "bob")
+    store.set_consent(alice, True)
+    store.set_consent(bob, True)
+    assert store.keep_photos(alice, [b"same photo", b"alice only"]) == 2
+    assert store.keep_photos(bob, [b"same photo"]) == 0  # content-addressed: already there
+    store.record(alice, "web", ident(), "right")
+    assert store.forget_user(alice) == (1, 1)
+    assert store.rows() == [] and store.consent(alice) is None and store.consent(bob) is True
+    files = [p for p in (tmp_path / "photos").rglob("*") if p.is_file()]
+    assert len(files) == 1 and files[0].read_bytes() == b"same photo"
+    assert store.forget_user(bob) == (0, 1)
+    assert not [p for p in (tmp_path / "photos").rglob("*") if p.is_file()]
+
+
+def test_retention_deletes_old_votes_and_photos(store, tmp_path):
+    key = store.user_key("web", "u")
+    store.set_consent(key, True)
+    store.keep_photos(key, [b"old photo"])
+    store.record(key, "web", ident(1), "right")
+    old = datetime.now(UTC) - timedelta(days=400)
+    with store.engine.begin() as conn:
+        conn.execute(update(feedback).values(created_at=old))
+        conn.execute(update(kept_photos).values(created_at=old))
+    store.keep_photos(key, [b"new photo"])
+    store.record(key, "web", ident(2), "unsure")
+    assert store.delete_older_than(365) == (1, 1)
+    assert [r["identification_id"] for r in store.rows()] == [2]
+    assert [p.read_bytes() for p in (tmp_path / "photos").rglob("*.jpg")] == [b"new photo"]
+
+
+async def test_votes_go_through_the_review_queue_into_a_dataset_folder(tmp_path, monkeypatch, capsys):
+    """A user confirms one photo and corrects another in a chat, an expert accepts them from the command
+    line, and `export` writes them in the training pool's layout with no trace of the user."""
+    import csv
+    import json
+
+    from bot_support import jpeg, make_core, make_settings, tiny_model
+
+    from bot.messages import Event
+    from config import get_settings
+    from vision_model.feedback import main
+
+    settings = make_settings(tmp_path)
+    core = make_core(settings, tiny_model(str(tmp_path / "models"), "amanita_phalloides"))
+    chat = {"platform": "web", "chat_id": "c1", "user_id": "user-42"}
+    await core.handle(Event(**chat, command="consent", args="on"))
+    [first] = await core.handle(Event(**chat, photos=[jpeg((200, 200, 180))]))
+    right = next(b.payload for b in first.buttons if b.label == "Right")
+    await core.handle(Event(**chat, button=right))
+    [second] = await core.handle(Event(**chat, photos=[jpeg((240, 150, 20))]))
+    await core.handle(Event(**chat, button=next(b.payload for b in second.buttons if b.label == "Wrong")))
+    [said] = await core.handle(Event(**chat, command="correct", args="golden chanterelle"))
+    assert "Cantharellus cibarius" in said.text
+    core.close()
+
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("FEEDBACK_PHOTOS", settings.feedback_photos)
+    get_settings.cache_clear()
+    try:
+        assert main(["list"]) == 0
+        listing = capsys.readouterr().out
+        assert "2 item(s)" in listing and "user: cantharellus_cibarius" in listing and "user-42" not in listing
+        assert main(["show", "1"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["vote"] == "right" and "user_key" not in shown and shown["model_version"]
+        assert main(["accept", "1", "--reviewer", "expert"]) == 0  # "right": the model's label
+        assert main(["accept", "2", "--reviewer", "expert", "--label", "not_a_species"]) == 2
+        assert main(["accept", "2", "--reviewer", "expert"]) == 0  # the user's label
+        assert main(["show", "99"]) == 1
+        out = tmp_path / "accepted"
+        assert main(["export", "--out", str(out)]) == 0
+        assert "exported 2 photo(s) of 2 species" in capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
+    rows = list(csv.DictReader((out / "manifest.csv").open(encoding="utf-8")))
+    assert sorted(r["label"] for r in rows) == ["amanita_phalloides", "cantharellus_cibarius"]
+    assert {r["source"] for r in rows} == {"feedback"} and {r["license"] for r in rows} == {"contributed with consent"}
+    assert all((out / r["path"]).is_file() and r["reviewer"] == "expert" for r in rows)
+    assert "user-42" not in (out / "manifest.csv").read_text(encoding="utf-8")
