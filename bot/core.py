@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -506,16 +507,54 @@ class BotCore:
         idents = await self._io(self.memory.recent_identifications, event.platform, event.chat_id)
         if not idents:
             return Outcome([Reply(say.FEEDBACK_NO_PHOTO)], "no_photo")
-        if args.strip().lower() in ("unknown", "i don't know", "dont know", "don't know", "?"):
-            label = UNKNOWN_SPECIES
-        else:
-            found = self._resolver.find_species(args) if self._resolver else []
-            if len(found) != 1:
-                return Outcome([Reply(say.FEEDBACK_UNKNOWN_SPECIES.format(name=args.strip()[:60]))], "bad_input")
-            label = found[0].label
+        label = self._species_label(args)
+        if label is None:
+            return Outcome([Reply(say.FEEDBACK_UNKNOWN_SPECIES.format(name=args.strip()[:60]))], "bad_input")
         ident = idents[-1]
         vote = "right" if label == ident.top_label else "wrong"
         return await self._record_vote(event, ident, vote, label)
+
+    def _species_label(self, text: str) -> str | None:
+        """A user's species name as a catalog label ("unknown" when they say they don't know); None when
+        it names no species, or several."""
+        if text.strip().lower() in ("unknown", "i don't know", "dont know", "don't know", "?"):
+            return UNKNOWN_SPECIES
+        found = self._resolver.find_species(text) if self._resolver else []
+        return found[0].label if len(found) == 1 else None
+
+    # The HTTP API keeps no conversation: an identification goes out as a signed token, comes back with the vote.
+    def feedback_token(self, result, photos: list[bytes]) -> str:
+        return self.feedback.sign({
+            "model_version": str(result.model_version), "labels": [p.label for p in result.top_k],
+            "probabilities": [round(float(p.probability), 6) for p in result.top_k], "verdict": result.verdict,
+            "photo_hashes": [photo_sha256(p) for p in photos]})
+
+    async def api_feedback(self, user: str, token: str, vote: str, label: str | None) -> dict:
+        """A vote from an API client on behalf of its user `user` (stored as a salted hash)."""
+        ident = self.feedback.verify(token)
+        if ident is None:
+            raise UserFacingError("That feedback token was not issued by this service, or it was damaged: send "
+                                  "the feedback_token of a /v1/identify response.", reason="bad_token")
+        species = None
+        if label:
+            species = self._species_label(label)
+            if species is None:
+                raise UserFacingError(say.FEEDBACK_UNKNOWN_SPECIES.format(name=label.strip()[:60]),
+                                      reason="unknown_species")
+        if vote == "right" and species not in (None, ident["labels"][0]):
+            vote = "wrong"  # "right, it is X" where X is not the model's answer
+        stored = StoredIdentification(
+            id=ident["id"], labels=ident["labels"], probabilities=ident["probabilities"], verdict=ident["verdict"],
+            abstained=False, danger_probability=0.0, photo_count=len(ident["photo_hashes"]),
+            model_version=ident["model_version"], created_at=datetime.now(UTC), photo_hashes=ident["photo_hashes"])
+        key = self.feedback.user_key("api", user)
+        result = await self._io(self.feedback.record, key, "api", stored, vote, species)
+        return {"recorded": vote, "label": species, "changed_from": result.changed_from,
+                "model_version": ident["model_version"]}
+
+    async def api_forget(self, user: str) -> dict:
+        votes, photos = await self._io(self.feedback.forget_user, self.feedback.user_key("api", user))
+        return {"votes_deleted": votes, "photos_deleted": photos}
 
     async def _consent(self, event: Event, args: str) -> Outcome:
         choice = args.strip().lower()

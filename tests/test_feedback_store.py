@@ -125,3 +125,42 @@ async def test_votes_go_through_the_review_queue_into_a_dataset_folder(tmp_path,
     assert {r["source"] for r in rows} == {"feedback"} and {r["license"] for r in rows} == {"contributed with consent"}
     assert all((out / r["path"]).is_file() and r["reviewer"] == "expert" for r in rows)
     assert "user-42" not in (out / "manifest.csv").read_text(encoding="utf-8")
+
+
+def test_the_api_hands_out_a_signed_token_and_takes_feedback_on_it(tmp_path):
+    """The HTTP API keeps no conversation: /v1/identify returns a feedback_token; /v1/feedback takes it back
+    with the vote (forged tokens, unknown species refused); /v1/forget deletes the user's votes."""
+    from api_support import api_settings, photo_bytes
+    from fastapi.testclient import TestClient
+
+    from bot.api import create_app
+    from knowledge_base.answer import Answerer
+    from vision_model.classifier import Classifier
+    from vision_model.testing import make_tiny_model_dir
+
+    classifier = Classifier.load(make_tiny_model_dir(tmp_path / "model"), cache_dir=tmp_path / "onnx")
+    app = create_app(api_settings(tmp_path, API_KEY="k"), classifier=classifier, answerer=Answerer(None))
+    key = {"X-API-Key": "k"}
+    with TestClient(app) as client:
+        result = client.post("/v1/identify", files=[("image", ("a.jpg", photo_bytes(1), "image/jpeg"))],
+                             headers=key).json()
+        token = result["feedback_token"]
+        vote = {"token": token, "vote": "right", "user": "client-user-7"}
+        assert client.post("/v1/feedback", json=vote).status_code == 401  # the API key applies
+        said = client.post("/v1/feedback", json=vote, headers=key).json()
+        assert said == {"recorded": "right", "label": None, "changed_from": None,
+                        "model_version": result["model_version"]}
+        again = client.post("/v1/feedback", json={**vote, "vote": "wrong", "label": "chanterelle"}, headers=key)
+        assert again.json()["changed_from"] == "right" and again.json()["label"] == "cantharellus_cibarius"
+        forged = client.post("/v1/feedback", json={**vote, "token": token[:-1] + "0"}, headers=key)
+        assert forged.status_code == 422 and forged.json()["error"] == "bad_token"
+        unknown = client.post("/v1/feedback", json={**vote, "label": "Boletus imaginarius"}, headers=key)
+        assert unknown.status_code == 422 and unknown.json()["error"] == "unknown_species"
+        assert client.post("/v1/feedback", json={**vote, "vote": "maybe"}, headers=key).status_code == 422
+        core = app.state.core
+        [row] = core.feedback.rows()
+        assert row["platform"] == "api" and row["user_label"] == "cantharellus_cibarius"
+        assert row["model_version"] == result["model_version"] and "client-user-7" not in str(row)
+        assert len(__import__("json").loads(row["photo_sha256"])) == 1 and not row["photos_kept"]
+        gone = client.post("/v1/forget", json={"user": "client-user-7"}, headers=key).json()
+        assert gone == {"votes_deleted": 1, "photos_deleted": 0} and core.feedback.rows() == []

@@ -13,6 +13,7 @@ any fsspec URL such as s3://bucket/prefix with s3fs installed); otherwise only t
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import hmac
@@ -128,6 +129,28 @@ class FeedbackStore:
 
     def user_key(self, platform: str, user_id: str) -> str:
         return hmac.new(self._salt, f"{platform}:{user_id}".encode(), hashlib.sha256).hexdigest()
+
+    # --- identifications handed out by a stateless door (the HTTP API) -----------------------------------
+    def sign(self, ident: dict) -> str:
+        """A token carrying an identification (model version, top-k, verdict, photo hashes), signed with the
+        salt: the API keeps no conversation, so the client sends this back with its feedback."""
+        body = base64.urlsafe_b64encode(json.dumps(ident, separators=(",", ":")).encode()).decode().rstrip("=")
+        mac = hmac.new(self._salt, f"token:{body}".encode(), hashlib.sha256).hexdigest()[:32]
+        return f"{body}.{mac}"
+
+    def verify(self, token: str) -> dict | None:
+        """The identification in a token made by `sign`, or None for a forged or damaged one."""
+        body, _, mac = (token or "").partition(".")
+        expected = hmac.new(self._salt, f"token:{body}".encode(), hashlib.sha256).hexdigest()[:32]
+        if not body or not hmac.compare_digest(mac, expected):
+            return None
+        try:
+            ident = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except ValueError:
+            return None
+        # A stable id per identification (what a chat's row id is elsewhere): one vote per user on it.
+        ident["id"] = int(hashlib.sha256(body.encode()).hexdigest()[:7], 16)
+        return ident
 
     # --- consent ---------------------------------------------------------------------------------
     def consent(self, key: str) -> bool | None:

@@ -7,6 +7,9 @@ Endpoints (JSON; errors are always {"error": <code>, "detail": <sentence>}):
 - POST /v1/identify/each  same upload, one identification per photo
 - POST /v1/ask            {"question": ..., "species": optional label, "photo": optional identification,
                           "poisoning": optional bool} -> answer (first reply), more, citations, ...
+- POST /v1/feedback       {"token": the identification's feedback_token, "vote": right|wrong|unsure,
+                          "label": optional species, "user": the client's id for its user} -> what was recorded
+- POST /v1/forget         {"user": ...}: that user's votes (and kept photos) are deleted
 - GET  /v1/info           model version and labels, index version, input limits
 - GET  /healthz           the process is alive (always open)
 - GET  /readyz            200 once the model and the index are loaded, 503 before (always open)
@@ -26,7 +29,14 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot.api.middleware import ApiError, error_response
-from bot.api.schemas import ERROR_RESPONSES, MAX_QUESTION_CHARS, AskRequest, ErrorBody
+from bot.api.schemas import (
+    ERROR_RESPONSES,
+    MAX_QUESTION_CHARS,
+    AskRequest,
+    ErrorBody,
+    FeedbackRequest,
+    ForgetRequest,
+)
 from bot.core import BotCore, UserFacingError
 from bot.engine import LOAD_RETRY_SECONDS
 from knowledge_base.answer_types import PhotoContext
@@ -132,8 +142,35 @@ async def identify(
     result.setdefault("model_version", core.model_version)
     result["n_images"] = len(decoded.used)
     result["notes"] = decoded.notes
+    blobs = await read_back(image)
+    result["feedback_token"] = await core._io(core.feedback_token, identification, [blobs[i - 1] for i in decoded.used])
     count(request, [result], len(decoded.used))
     return result
+
+
+async def read_back(uploads: list[UploadFile]) -> list[bytes]:
+    """The uploads' bytes again (already read once, and size-checked, by read_photos)."""
+    blobs = []
+    for upload in uploads:
+        await upload.seek(0)
+        blobs.append(await upload.read())
+    return blobs
+
+
+@protected.post("/feedback", tags=["vision"])
+async def feedback(body: FeedbackRequest, core: BotCore = Depends(get_core)) -> dict[str, Any]:
+    """Say whether an identification was right: send back its `feedback_token` with the vote. One vote per
+    user and identification (a second one replaces the first). No photo is kept from the API."""
+    try:
+        return await core.api_feedback(body.user, body.token, body.vote, body.label)
+    except UserFacingError as exc:
+        raise ApiError(422, exc.reason or "bad_input", str(exc)) from None
+
+
+@protected.post("/forget", tags=["vision"])
+async def forget(body: ForgetRequest, core: BotCore = Depends(get_core)) -> dict[str, Any]:
+    """Delete everything stored about one of your users (their votes)."""
+    return await core.api_forget(body.user)
 
 
 @protected.post("/identify/each", tags=["vision"])

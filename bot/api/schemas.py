@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, StrictFloat
 
@@ -32,6 +32,19 @@ class AskRequest(BaseModel):
                     "its verdict and names its dangerous candidates instead of describing the top guess.",
     )
     poisoning: bool = Field(default=False, strict=True, description="The conversation is about a possible poisoning.")
+
+
+class FeedbackRequest(BaseModel):
+    token: str = Field(max_length=4000, description="The feedback_token of a /v1/identify response.")
+    vote: Literal["right", "wrong", "unsure"]
+    label: str | None = Field(default=None, max_length=200,
+                              description="What it really is (a species name, or 'unknown'), with a 'wrong' vote.")
+    user: str = Field(min_length=1, max_length=200, pattern=r"\S",
+                      description="Your own id for the person who voted; stored only as a salted hash.")
+
+
+class ForgetRequest(BaseModel):
+    user: str = Field(min_length=1, max_length=200, pattern=r"\S", description="The id used in /v1/feedback.")
 
 
 class ErrorBody(BaseModel):
