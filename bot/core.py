@@ -14,6 +14,7 @@ re-ingest on its own thread.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -556,6 +557,40 @@ class BotCore:
         votes, photos = await self._io(self.feedback.forget_user, self.feedback.user_key("api", user))
         return {"votes_deleted": votes, "photos_deleted": photos}
 
+    def _review(self, event: Event, args: str) -> str:
+        """Admins: `/review` lists the pending feedback; `/review accept ID [species]`, `/review reject ID`
+        (the same queue as `python -m vision_model feedback`)."""
+        parts = args.split(maxsplit=2)
+        if not parts:
+            items = self.feedback.rows(review="pending")
+            if not items:
+                return "No feedback waiting for review."
+            lines = [f"**{len(items)} feedback item(s) to review** (the oldest first):"]
+            for row in items[:10]:
+                said = row["user_label"] or ("(agrees)" if row["vote"] == "right" else "?")
+                lines.append(f"#{row['id']}: model {json.loads(row['labels'])[0]} ({row['verdict']}), "
+                             f"user says {row['vote']} {said}, photos kept: {'yes' if row['photos_kept'] else 'no'}")
+            lines.append("Reply /review accept ID [species] or /review reject ID.")
+            return "\n".join(lines)
+        action = parts[0].lower()
+        if action not in ("accept", "reject") or len(parts) < 2 or not parts[1].lstrip("#").isdigit():
+            return "Use /review, /review accept ID [species] or /review reject ID."
+        label = None
+        if action == "accept" and len(parts) == 3:
+            label = self._species_label(parts[2])
+            if label in (None, UNKNOWN_SPECIES):
+                return say.FEEDBACK_UNKNOWN_SPECIES.format(name=parts[2][:60])
+        reviewer = f"{event.platform}:{self.feedback.user_key(event.platform, event.user_id)[:12]}"
+        try:
+            row = self.feedback.review(int(parts[1].lstrip("#")), "accepted" if action == "accept" else "rejected",
+                                       reviewer, label)
+        except KeyError:
+            return f"There is no feedback item {parts[1]}."
+        except ValueError as exc:
+            return f"Item {parts[1]}: {exc}."
+        species = f" as {row['reviewed_label']}" if row["reviewed_label"] else ""
+        return f"Item #{row['id']} {row['review']}{species}."
+
     async def _consent(self, event: Event, args: str) -> Outcome:
         choice = args.strip().lower()
         key = self.feedback.user_key(event.platform, event.user_id)
@@ -608,9 +643,11 @@ class BotCore:
             return await self._consent(event, args)
         if name == "forget":
             return await self._forget(event)
-        if name in ("reingest", "status"):
+        if name in ("reingest", "status", "review"):
             if not event.is_admin:
                 return Outcome([Reply(say.NOT_ADMIN.format(name=name))], "refused")
+            if name == "review":
+                return Outcome([Reply(await self._io(self._review, event, args))])
             if name == "status":
                 return Outcome([Reply(await self._io(self._status_text))])
             return self._start_reingest(event)

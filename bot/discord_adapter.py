@@ -166,6 +166,12 @@ class DiscordFrontDoor:
             await interaction.response.defer(thinking=True, ephemeral=True)
             await self._respond(interaction, self._event(interaction, command="consent", args=choice or ""))
 
+        @tree.command(name="review", description="Users' feedback waiting for review (admins)")
+        @app_commands.describe(action="empty to list; 'accept ID [species]' or 'reject ID'")
+        async def review(interaction: discord.Interaction, action: str | None = None):
+            await interaction.response.defer(thinking=True, ephemeral=True)
+            await self._respond(interaction, self._event(interaction, command="review", args=action or ""))
+
         for name, description in (
             ("forget", "Delete everything I keep about you: this chat, your feedback and your photos"),
             ("sources", "Where my information comes from"),

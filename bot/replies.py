@@ -300,7 +300,8 @@ def help_text(is_admin: bool) -> str:
         "/help - this message",
     ]
     if is_admin:
-        lines += ["", "Admin: /status - model and index status; /reingest - rebuild the knowledge base"]
+        lines += ["", "Admin: /status - model and index status; /reingest - rebuild the knowledge base; "
+                  "/review - users' feedback waiting for review"]
     lines += ["", DISCLAIMER]
     return "\n".join(lines)
 

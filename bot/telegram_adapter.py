@@ -62,6 +62,7 @@ MENU = [
 ADMIN_MENU = MENU + [
     BotCommand("status", "Model, index, uptime and queue (admins)"),
     BotCommand("reingest", "Rebuild the knowledge base (admins)"),
+    BotCommand("review", "Users' feedback waiting for review (admins)"),
 ]
 
 

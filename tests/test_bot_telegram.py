@@ -56,7 +56,7 @@ async def test_menu_is_set_at_start(telegram):
     assert {"identify", "ask", "lookalikes", "sources", "more", "new", "about", "help", "correct", "consent",
             "forget"} == {
         c["command"] for c in everyone["commands"]}
-    assert {"status", "reingest"} <= {c["command"] for c in admin["commands"]}
+    assert {"status", "reingest", "review"} <= {c["command"] for c in admin["commands"]}
     assert admin["scope"] == {"type": "chat", "chat_id": FakeTelegram.ADMIN}
 
 
@@ -212,3 +212,26 @@ async def test_feedback_is_recorded_with_the_model_version_and_forget_leaves_not
     for table in ("bot_feedback", "bot_consent", "bot_kept_photos", "bot_identifications", "bot_history"):
         assert rows(f"SELECT * FROM {table}") == [], table
     assert not [p for p in (tmp_path / "feedback-photos").rglob("*") if p.is_file()]
+
+
+async def test_admins_review_feedback_from_the_chat(telegram):
+    fake, send, photo = telegram
+    await send(photo("p1", jpeg()))
+    wrong = next(b["callback_data"] for b in fake.sent()[-1]["reply_markup"]["inline_keyboard"][1]
+                 if b["text"] == "Wrong")
+    await send(callback=wrong)
+    await send(text="/review")
+    assert "only the bot's administrators can use /review" in fake.sent()[-1]["text"]
+    await send(text="/review", user=FakeTelegram.ADMIN)
+    listing = fake.sent()[-1]["text"]
+    assert "1 feedback item(s) to review" in listing and "#1: model amanita_phalloides (deadly)" in listing
+    await send(text="/review accept 1", user=FakeTelegram.ADMIN)  # "wrong" without a species: refused
+    assert "needs a species" in fake.sent()[-1]["text"]
+    await send(text="/review accept 1 Boletus imaginarius", user=FakeTelegram.ADMIN)
+    assert "I don't know a species called" in fake.sent()[-1]["text"]
+    await send(text="/review accept 1 amanita citrina", user=FakeTelegram.ADMIN)
+    assert fake.sent()[-1]["text"] == "Item #1 accepted as amanita_citrina."
+    await send(text="/review reject 42", user=FakeTelegram.ADMIN)
+    assert "There is no feedback item 42." in fake.sent()[-1]["text"]
+    await send(text="/review", user=FakeTelegram.ADMIN)
+    assert "No feedback waiting for review." in fake.sent()[-1]["text"]
