@@ -23,14 +23,12 @@ Two faces of the same model:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import tempfile
 import threading
 from functools import lru_cache
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,8 @@ import numpy as np  # noqa: E402
 from chromadb.api.types import Documents, EmbeddingFunction  # noqa: E402
 from chromadb.utils.embedding_functions import register_embedding_function  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
+
+from config import onnx_files  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -128,20 +128,8 @@ class TorchEncoder:
 # --- the ONNX backend ----------------------------------------------------------------------------
 def weights_fingerprint(model_path: Path) -> str:
     """Hash of what the exported graph depends on: weights, config, export recipe, torch version."""
-    digest = hashlib.sha256()
-    try:
-        torch_version = package_version("torch")
-    except Exception:  # no torch: the graph must already be in the cache under any torch version
-        torch_version = "none"
-    digest.update(f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|torch{torch_version}".encode())
-    for name in ("config.json", "model.safetensors"):
-        path = model_path / name
-        if path.is_file():
-            digest.update(name.encode())
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:24]
+    recipe = f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|torch{onnx_files.torch_version()}"
+    return onnx_files.fingerprint(recipe, model_path, ("config.json", "model.safetensors"))[:24]
 
 
 def export_onnx(model_path: Path, out_path: Path) -> Path:
@@ -183,36 +171,6 @@ def export_onnx(model_path: Path, out_path: Path) -> Path:
     return out_path
 
 
-def quantize_onnx(fp32_path: Path, out_path: Path) -> Path:
-    """int8 dynamic quantisation of the MatMul weights, per output channel (atomic write)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    # The quantiser logs advice through the root logger, which would also configure logging for the whole
-    # process (logging.basicConfig): a handler keeps it from doing that, a filter drops the advice.
-    root = logging.getLogger()
-    guard = logging.NullHandler() if not root.handlers else None
-    advice = logging.Filter()
-    advice.filter = lambda record: "onnxruntime" not in record.pathname  # type: ignore[method-assign]
-    if guard is not None:
-        root.addHandler(guard)
-    root.addFilter(advice)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        quantize_dynamic(str(fp32_path), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_path)
-    finally:
-        root.removeFilter(advice)
-        if guard is not None:
-            root.removeHandler(guard)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out_path
-
-
 def ensure_onnx(model_path: Path, cache_dir: Path | None = None, *, int8: bool = False) -> Path:
     """The cached graph for these weights, exported (and quantised) first when missing (about 10 s, once)."""
     cache_dir = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
@@ -220,13 +178,7 @@ def ensure_onnx(model_path: Path, cache_dir: Path | None = None, *, int8: bool =
     name = f"{stem}.int8.onnx" if int8 else f"{stem}.onnx"
     if (cache_dir / name).is_file():  # e.g. exported at image build time into a read-only cache
         return cache_dir / name
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        writable = os.access(cache_dir, os.W_OK)
-    except OSError:
-        writable = False
-    if not writable:  # a read-only image without the graph baked in: a per-user temporary cache
-        cache_dir = Path(tempfile.gettempdir()) / f"mushroom_minilm_onnx_{os.getuid()}"
+    cache_dir = onnx_files.writable_dir(cache_dir, "mushroom_minilm_onnx")
     fp32_path = cache_dir / f"{stem}.onnx"
     if not fp32_path.is_file():
         log.info("exporting the sentence-embedding model to ONNX (once) -> %s", fp32_path)
@@ -234,7 +186,7 @@ def ensure_onnx(model_path: Path, cache_dir: Path | None = None, *, int8: bool =
     if not int8:
         return fp32_path
     if not (cache_dir / name).is_file():
-        quantize_onnx(fp32_path, cache_dir / name)
+        onnx_files.quantize_int8(fp32_path, cache_dir / name)
     return cache_dir / name
 
 
@@ -255,7 +207,7 @@ class OnnxEncoder:
         self.tokenizer.enable_truncation(max_length=max_seq_length(model_path))
         self.tokenizer.no_padding()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _cpu_count()
+        options.intra_op_num_threads = threads or onnx_files.cpu_count()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
@@ -284,13 +236,6 @@ class OnnxEncoder:
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             out[rows] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return out
-
-
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @lru_cache(maxsize=4)

@@ -24,14 +24,15 @@ def store(tmp_path):
 
 
 def test_user_keys_are_salted_hashes_that_stay_stable(tmp_path, store):
-    key = store.user_key("telegram", "123")
-    assert len(key) == 64 and "123" not in key and key == store.user_key("telegram", "123")
-    assert key != store.user_key("discord", "123")
+    key = store.user_key("telegram", "user-123")
+    # (an id with '-', which never occurs in a hex digest, so a random salt cannot make it appear by chance)
+    assert len(key) == 64 and "user-123" not in key and key == store.user_key("telegram", "user-123")
+    assert key != store.user_key("discord", "user-123")
     again = FeedbackStore(store.engine, photos_url=str(tmp_path / "photos"))  # the salt is kept in the database
-    assert again.user_key("telegram", "123") == key
+    assert again.user_key("telegram", "user-123") == key
     other = FeedbackStore(create_engine(f"sqlite:///{tmp_path / 'other.sqlite3'}"))
-    assert other.user_key("telegram", "123") != key  # another database, another salt
-    assert FeedbackStore(store.engine, salt="fixed").user_key("telegram", "123") != key
+    assert other.user_key("telegram", "user-123") != key  # another database, another salt
+    assert FeedbackStore(store.engine, salt="fixed").user_key("telegram", "user-123") != key
 
 
 def test_one_vote_per_user_and_identification(store):

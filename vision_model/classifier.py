@@ -22,7 +22,6 @@ the combined distribution.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -35,6 +34,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from config import onnx_files
 from vision_model.images import DEFAULT_MAX_PIXELS, decode_image, to_rgb
 from vision_model.release import read_labels, read_preprocessor_config, resolve_model_dir
 from vision_model.verdict import SafetyConfig, decide, energy_score, softmax
@@ -212,10 +212,7 @@ def load_preprocessor(model_dir: Path) -> Preprocessor | _TransformersPreprocess
 
 
 def default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return onnx_files.cpu_count()
 
 
 def onnx_cache_dir() -> Path:
@@ -225,20 +222,9 @@ def onnx_cache_dir() -> Path:
 
 def weights_fingerprint(model_dir: Path) -> str:
     """Hash of everything the exported graph depends on: weights, config, input size, recipe."""
-    from importlib.metadata import version
-
-    # The torch version from package metadata: importing torch here would cost seconds of
-    # start-up in every process that only needs the cached graph.
-    digest = hashlib.sha256()
-    digest.update(f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|torch{version('torch')}".encode())
-    for name in ("config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin"):
-        path = model_dir / name
-        if path.is_file():
-            digest.update(name.encode())
-            with path.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:32]
+    recipe = f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|torch{onnx_files.torch_version()}"
+    names = ("config.json", "preprocessor_config.json", "model.safetensors", "pytorch_model.bin")
+    return onnx_files.fingerprint(recipe, model_dir, names)[:32]
 
 
 def _load_torch_model(model_dir: Path):
@@ -300,44 +286,6 @@ def export_onnx(
     return out_path
 
 
-def quantize_onnx(fp32_path: Path, out_path: Path) -> Path:
-    """int8 dynamic quantisation of the MatMul weights, per output channel (atomic write)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        quantize_dynamic(
-            str(fp32_path),
-            tmp,
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
-            per_channel=True,
-        )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out_path
-
-
-def _writable_dir(preferred: Path) -> Path:
-    """The cache folder, or a per-user temporary one when it cannot be written (read-only image)."""
-    try:
-        preferred.mkdir(parents=True, exist_ok=True)
-        if os.access(preferred, os.W_OK):
-            return preferred
-    except OSError:
-        pass
-    fallback = (
-        Path(tempfile.gettempdir()) / f"vision_model_onnx_{os.getuid() if hasattr(os, 'getuid') else 0}"
-    )
-    log.warning("ONNX cache %s is not writable; using %s", preferred, fallback)
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
-
-
 def ensure_onnx(
     model_dir: Path, input_size: tuple[int, int], cache_dir: Path | None = None, *, int8=False
 ) -> Path:
@@ -353,7 +301,7 @@ def ensure_onnx(
     name = f"{fingerprint}.int8.onnx" if int8 else f"{fingerprint}.onnx"
     if (preferred / name).is_file():  # e.g. exported at image build time into a read-only cache
         return preferred / name
-    cache_dir = _writable_dir(preferred)
+    cache_dir = onnx_files.writable_dir(preferred, "vision_model_onnx")
     fp32_path = cache_dir / f"{fingerprint}.onnx"
     if not fp32_path.is_file():
         log.info("exporting %s to ONNX (once per set of weights) -> %s", model_dir, fp32_path)
@@ -362,7 +310,7 @@ def ensure_onnx(
         return fp32_path
     int8_path = cache_dir / name
     if not int8_path.is_file():
-        quantize_onnx(fp32_path, int8_path)
+        onnx_files.quantize_int8(fp32_path, int8_path)
     return int8_path
 
 

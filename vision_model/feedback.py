@@ -211,7 +211,8 @@ class FeedbackStore:
                     **values, review="pending", reviewer=None, reviewed_at=None, reviewed_label=None))
                 changed = None if (earlier[1], earlier[2]) == (vote, user_label) else earlier[1]
                 return Vote(vote, user_label, changed)
-            kept = bool(self.consent(key)) and bool(hashes)
+            consented = conn.execute(select(consent.c.photos).where(consent.c.user_key == key)).scalar()
+            kept = bool(consented) and bool(hashes)
             conn.execute(insert(feedback).values(
                 created_at=_now(), user_key=key, platform=platform, identification_id=ident.id,
                 model_version=ident.model_version, labels=json.dumps(ident.labels),

@@ -107,11 +107,11 @@ async def read_photos(uploads: list[UploadFile] | None, core: BotCore) -> tuple[
     return blobs, names
 
 
-async def through_core(identify, uploads: list[UploadFile], core: BotCore) -> tuple[list[str], Any]:
-    """The photos' names, and what the core's identify (or identify_each) made of their bytes."""
+async def through_core(identify, uploads: list[UploadFile], core: BotCore) -> tuple[list[str], list[bytes], Any]:
+    """The photos' names and bytes, and what the core's identify (or identify_each) made of them."""
     blobs, names = await read_photos(uploads, core)
     try:
-        return names, await identify(blobs)
+        return names, blobs, await identify(blobs)
     except UserFacingError as exc:
         raise api_error(exc, "model") from None
 
@@ -137,24 +137,14 @@ async def identify(
 
     Returns the vision CLI's JSON: `top_k` (calibrated probabilities), `verdict`, `abstained`,
     `danger_probability`, `dangerous`, `model_version`, and `notes` on photos that were skipped."""
-    names, (identification, decoded) = await through_core(core.identify, image, core)
+    names, blobs, (identification, decoded) = await through_core(core.identify, image, core)
     result = identification.to_dict(image=[names[i - 1] for i in decoded.used])
     result.setdefault("model_version", core.model_version)
     result["n_images"] = len(decoded.used)
     result["notes"] = decoded.notes
-    blobs = await read_back(image)
     result["feedback_token"] = await core._io(core.feedback_token, identification, [blobs[i - 1] for i in decoded.used])
     count(request, [result], len(decoded.used))
     return result
-
-
-async def read_back(uploads: list[UploadFile]) -> list[bytes]:
-    """The uploads' bytes again (already read once, and size-checked, by read_photos)."""
-    blobs = []
-    for upload in uploads:
-        await upload.seek(0)
-        blobs.append(await upload.read())
-    return blobs
 
 
 @protected.post("/feedback", tags=["vision"])
@@ -180,7 +170,7 @@ async def identify_each(
     core: BotCore = Depends(get_core),
 ) -> dict[str, Any]:
     """Identify each photo separately: `{"results": [...], "model_version": ..., "notes": [...]}`."""
-    names, (identifications, decoded) = await through_core(core.identify_each, image, core)
+    names, _, (identifications, decoded) = await through_core(core.identify_each, image, core)
     results = [ident.to_dict(image=names[i - 1]) for ident, i in zip(identifications, decoded.used, strict=True)]
     count(request, results, len(decoded.used))
     return {"results": results, "model_version": core.model_version, "notes": decoded.notes}

@@ -1,0 +1,93 @@
+"""Files both models keep of their ONNX exports: the fingerprint that names a cached graph, the int8
+quantisation, and the cache folder that falls back to a temporary one on a read-only image.
+
+In the bottom layer because two packages of the same rank need it: vision_model (the classifier) and
+knowledge_base (the sentence embeddings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (the affinity mask, where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def torch_version() -> str:
+    """From package metadata: importing torch would cost seconds in a process that only needs the cached
+    graph. "none" without torch (the graph must then already be cached)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")
+    except PackageNotFoundError:
+        return "none"
+
+
+def fingerprint(recipe: str, folder: Path, names: Iterable[str]) -> str:
+    """SHA-256 (hex) of `recipe` and the files `names` of `folder` that exist: what an export depends on."""
+    digest = hashlib.sha256(recipe.encode())
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode())
+            with path.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def writable_dir(preferred: Path, fallback_name: str) -> Path:
+    """The cache folder, or a per-user temporary one when it cannot be written (read-only image)."""
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK):
+            return preferred
+    except OSError:
+        pass
+    fallback = Path(tempfile.gettempdir()) / f"{fallback_name}_{os.getuid() if hasattr(os, 'getuid') else 0}"
+    log.warning("ONNX cache %s is not writable; using %s", preferred, fallback)
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
+    """int8 dynamic quantisation of the MatMul weights, per output channel (atomic write)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The quantiser logs advice through the root logger, which would also configure logging for the whole
+    # process (logging.basicConfig): a handler keeps it from doing that, a filter drops the advice.
+    root = logging.getLogger()
+    guard = logging.NullHandler() if not root.handlers else None
+    advice = logging.Filter()
+    advice.filter = lambda record: "onnxruntime" not in record.pathname  # type: ignore[method-assign]
+    if guard is not None:
+        root.addHandler(guard)
+    root.addFilter(advice)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        quantize_dynamic(str(fp32_path), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out_path)  # other processes see no file or a whole one
+    finally:
+        root.removeFilter(advice)
+        if guard is not None:
+            root.removeHandler(guard)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out_path
