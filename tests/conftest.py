@@ -20,6 +20,9 @@ os.environ.setdefault("VISION_ONNX_CACHE", str(_USER_CACHE / "onnx"))
 os.environ.setdefault("EMBEDDING_ONNX_CACHE", str(_USER_CACHE / "onnx"))
 os.environ.setdefault("VISION_CACHE_DIR", str(_SCRATCH / "vision-cache"))
 os.environ.setdefault("FEEDBACK_PHOTOS", str(_SCRATCH / "feedback-photos"))
+# Training runs are tracked in MLflow by default; tests that check tracking switch it on themselves.
+os.environ.setdefault("VISION_TRACKING", "off")
+os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{_SCRATCH / 'mlflow' / 'mlflow.db'}")
 # Hypothesis (and Schemathesis on top of it) keeps its files in .hypothesis/ of the working folder.
 set_hypothesis_home_dir(str(_SCRATCH / "hypothesis"))
 

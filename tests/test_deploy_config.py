@@ -163,6 +163,21 @@ def test_compose_services_and_profiles(tmp_path):
 
     assert services() == {"api", "telegram-bot", "discord-bot", "chroma", "chroma-proxy"}
     assert "ingest" in services("--profile", "ingest")
+    assert "minio" in services("--profile", "minio")  # the S3-compatible store for feedback photos
+
+
+def test_compose_minio_serves_the_feedback_photos(tmp_path):
+    import json
+
+    env = {"CHROMA_TOKEN": "t" * 32, "AWS_SECRET_ACCESS_KEY": "s" * 24, "AWS_ACCESS_KEY_ID": "mushroom"}
+    result = compose_config(tmp_path, **env, COMPOSE_PROFILES="minio")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    minio = services["minio"]
+    assert minio["environment"] == {"MINIO_ROOT_USER": "mushroom", "MINIO_ROOT_PASSWORD": "s" * 24}
+    assert not minio.get("ports")  # reachable from the app services only
+    for name in ("api", "telegram-bot", "discord-bot"):
+        assert services[name]["environment"]["AWS_ENDPOINT_URL_S3"] == "http://minio:9000"
 
 
 def test_compose_wiring():
@@ -190,7 +205,7 @@ def test_env_example_lists_every_setting():
 def test_env_example_holds_no_real_secret():
     text = (DOCKER / ".env.example").read_text(encoding="utf-8")
     for alias in ("TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN", "API_KEY", "LLM_API_KEY", "TELEGRAM_WEBHOOK_SECRET",
-                  "CHROMA_TOKEN"):
+                  "CHROMA_TOKEN", "AWS_SECRET_ACCESS_KEY"):
         for value in re.findall(rf"^#?\s*{alias}=(.*)$", text, flags=re.M):
             assert value == "" or "replace" in value, f"{alias} has a value that looks real"
 

@@ -345,16 +345,22 @@ def test_final_fit_learns_every_photo_and_its_card_shows_the_held_out_figures_of
     assert json.loads((cache / "done.json").read_text())["rows"] == 20 + 20
     calibrate.main(calibrate.CalibrateArguments(model=str(model_dir), from_model=str(twin)))
 
-    def report(model, name):
+    def report(model, name, allow_learnt_photos=False):
         evaluate.main(
             evaluate.EvaluateArguments(
                 model=str(model), out=str(tmp_path / name), data_dir=args.data_dir,
                 splits=str(tmp / "run" / "splits.json"), synthetic_images=4, cache_dir=str(tmp_path / "logits"),
+                allow_learnt_photos=allow_learnt_photos,
             )
         )  # fmt: skip
         return tmp_path / name
 
-    trained_on_test, held_out = report(model_dir, "final-report"), report(twin, "twin-report")
+    # The final fit learnt the test photos (its manifest lists their hashes): refused unless asked for.
+    with pytest.raises(evaluate.LearntPhotos, match="it learnt from 4 of these 4 photos"):
+        report(model_dir, "refused")
+    assert not (tmp_path / "refused" / "metrics.json").exists()
+    trained_on_test = report(model_dir, "final-report", allow_learnt_photos=True)
+    held_out = report(twin, "twin-report")
     assert json.loads((trained_on_test / "metrics.json").read_text())["held_out"] is False
     assert json.loads((held_out / "metrics.json").read_text())["held_out"] is True
     release = tmp_path / "released"

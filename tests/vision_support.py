@@ -54,13 +54,14 @@ def shape_image(path: Path, colour: tuple[int, int, int], seed: int) -> None:
     img.save(path, quality=90)
 
 
-def make_folder(root: Path, counts: dict[str, int]) -> Path:
-    """<root>/<label>/<label>_<i>.jpg, `counts[label]` photos each, one ellipse colour per label."""
+def make_folder(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
+    """<root>/<label>/<label>_<i>.jpg, `counts[label]` photos each, one ellipse colour per label
+    (another `seed`: other photos, for a second folder)."""
     colours = [(220, 30, 30), (30, 200, 40), (40, 60, 220), (230, 220, 40), (200, 40, 200)]
     for k, (label, n) in enumerate(counts.items()):
         (root / label).mkdir(parents=True)
         for i in range(n):
-            shape_image(root / label / f"{label}_{i}.jpg", colours[k % len(colours)], seed=100 * k + i)
+            shape_image(root / label / f"{label}_{i}.jpg", colours[k % len(colours)], seed=10_000 * seed + 100 * k + i)
     return root
 
 

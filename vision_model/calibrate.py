@@ -48,8 +48,10 @@ from vision_model import cli
 from vision_model.data import MAIN_CLASS_MIN_PHOTOS, load_splits
 from vision_model.heldout import (
     HeldOutArguments,
+    LearntPhotos,
     TuningSet,
     build_tuning_set,
+    learnt_photos,
     photo_logits,
     synthetic_logits,
 )
@@ -391,6 +393,12 @@ def main(args: CalibrateArguments) -> SafetyConfig:
     labels = read_labels(model_dir)
     splits = load_splits(args.data_dir, args.splits, args.seed, args.min_photos)
     val = [(p, lab) for p, lab in splits["val"] if lab in labels]
+    learnt = learnt_photos(model_dir, val)
+    if learnt:
+        raise LearntPhotos(
+            f"{model_dir} learnt from {len(learnt)} of these {len(val)} validation photos (e.g. {learnt[0]}): "
+            "calibrating on them would trust it too much; give the splits.json of its own training run"
+        )
     counts = Counter(lab for items in splits.values() for _, lab in items)
     fewshot = {lab for lab, c in counts.items() if c < MAIN_CLASS_MIN_PHOTOS}
     index = {label: i for i, label in enumerate(labels)}

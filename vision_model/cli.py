@@ -43,6 +43,20 @@ PIPELINE_COMMANDS = {
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def data_folders(value: str | Path | list) -> list[str]:
+    """The `--data` folders as a list (one folder may be given as a string; none: the shared pool)."""
+    folders = [value] if isinstance(value, str | Path) else list(value or [])
+    return [str(f) for f in folders] or [str(DEFAULT_IMAGES)]
+
+
+DATA_HELP = (
+    "image folder <root>/<label>/*.jpg; give --data again for more folders (e.g. accepted feedback: "
+    "--data ../shared/data/images --data var/feedback/accepted)"
+)
+# `--data A --data B` and `--data A B` both give [A, B]; the default (the shared pool) applies when none is given.
+DATA_FIELD_METADATA = {"help": DATA_HELP, "aliases": ["--data"], "action": "extend"}
+
+
 def cache_dir(name: str) -> str:
     """<$VISION_CACHE_DIR or var/cache>/<name>: a dataclass default_factory, read when used."""
     return str(Path(os.environ.get(CACHE_ENV) or PROJECT_ROOT / "var" / "cache") / name)

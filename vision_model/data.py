@@ -15,6 +15,14 @@ split regardless of listing order or of which other classes exist. Small classes
 - >= 8      -> round(val_fraction * n) val and round(test_fraction * n) test (at least 1 each).
 
 Every class therefore keeps at least one training photo.
+
+Several folders (`train --data A --data B`, e.g. the shared pool and accepted users' feedback):
+the first folder is split exactly as above, so adding a folder never moves its photos between
+splits. A photo of a later folder goes to val or test by its content hash (`val_fraction` and
+`test_fraction` of the hash space), so it too keeps its split when more photos arrive; a class
+whose photos all landed in val/test gets one back in train. A photo whose SHA-256 already
+appeared in an earlier folder is skipped as a duplicate (the same photo in train and test would
+be a leak).
 """
 
 from __future__ import annotations
@@ -46,6 +54,8 @@ SPLITS_FILE = "splits.json"
 class Sample:
     path: Path
     label: str
+    sha256: str = ""  # of the file's bytes: the photo's identity in dataset manifests
+    root: int = 0  # index of the data folder it came from
 
 
 @dataclass
@@ -62,12 +72,14 @@ class ImageFolder:
     dropped_classes: dict[str, int] = field(default_factory=dict)  # label -> photo count (below the minimum)
     skipped: list[SkippedFile] = field(default_factory=list)  # unreadable / not an image
     genus: dict[str, str] = field(default_factory=dict)  # label -> genus
+    roots: list[Path] = field(default_factory=list)  # every folder, in the order given (root == roots[0])
 
     def counts(self) -> Counter:
         return Counter(s.label for s in self.samples)
 
     def report(self) -> str:
-        lines = [f"{len(self.samples)} photos in {len(self.labels)} classes under {self.root}"]
+        where = ", ".join(str(r) for r in self.roots or [self.root])
+        lines = [f"{len(self.samples)} photos in {len(self.labels)} classes under {where}"]
         if self.dropped_classes:
             lines.append(
                 f"dropped {len(self.dropped_classes)} classes below the minimum photo count: "
@@ -97,16 +109,17 @@ def read_classes_csv(root: Path) -> dict[str, str]:
         return {row["label"]: row.get("genus") or genus_of(row["label"]) for row in csv.DictReader(fh)}
 
 
-def scan_image_folder(root: str | Path, *, min_photos: int = 2, verify: bool = True) -> ImageFolder:
-    """List `<root>/<label>/*` photos; drop classes with fewer than `min_photos` readable photos.
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
-    With `verify`, every file is decoded once through images.decode_image, so unreadable files
-    are reported here (not half-way through training).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root}")
-    by_label: dict[str, list[Path]] = {}
+
+def scan_image_folder(root: str | Path, *, min_photos: int = 2, verify: bool = True) -> ImageFolder:
+    """One folder: see scan_image_folders."""
+    return scan_image_folders([root], min_photos=min_photos, verify=verify)
+
+
+def _list_folder(root: Path, index: int, verify: bool) -> tuple[dict[str, list[Sample]], list[SkippedFile]]:
+    by_label: dict[str, list[Sample]] = {}
     skipped: list[SkippedFile] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for path in sorted(class_dir.iterdir()):
@@ -121,15 +134,46 @@ def scan_image_folder(root: str | Path, *, min_photos: int = 2, verify: bool = T
                 except ImageError as exc:
                     skipped.append(SkippedFile(path, f"{exc.reason}: {exc}"))
                     continue
-            by_label.setdefault(class_dir.name, []).append(path)
-    dropped = {label: len(paths) for label, paths in by_label.items() if len(paths) < min_photos}
+            by_label.setdefault(class_dir.name, []).append(Sample(path, class_dir.name, file_sha256(path), index))
+    return by_label, skipped
+
+
+def scan_image_folders(
+    roots: str | Path | list[str | Path], *, min_photos: int = 2, verify: bool = True
+) -> ImageFolder:
+    """List `<root>/<label>/*` photos of every folder; drop classes with fewer than `min_photos`.
+
+    With `verify`, every file is decoded once through images.decode_image, so unreadable files
+    are reported here (not half-way through training). Every file is hashed (SHA-256; about 1 s
+    for the 82 MB pool); a later folder's copy of a photo already listed is skipped.
+    """
+    roots = [Path(r) for r in ([roots] if isinstance(roots, str | Path) else roots)]
+    if not roots:
+        raise ValueError("no image folder given")
+    by_label: dict[str, list[Sample]] = {}
+    skipped: list[SkippedFile] = []
+    seen: dict[str, Path] = {}
+    for index, root in enumerate(roots):
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {root}")
+        listed, bad = _list_folder(root, index, verify)
+        skipped += bad
+        for label, samples in listed.items():
+            for sample in samples:
+                if index > 0 and sample.sha256 in seen:
+                    skipped.append(SkippedFile(sample.path, f"duplicate of {seen[sample.sha256]}"))
+                    continue
+                seen.setdefault(sample.sha256, sample.path)
+                by_label.setdefault(label, []).append(sample)
+    dropped = {label: len(items) for label, items in by_label.items() if len(items) < min_photos}
     kept = sorted(label for label in by_label if label not in dropped)
-    samples = [Sample(p, label) for label in kept for p in by_label[label]]
+    samples = [s for label in kept for s in by_label[label]]
     genus = {label: genus_of(label) for label in kept}
-    genus.update({k: v for k, v in read_classes_csv(root).items() if k in genus})
+    for root in reversed(roots):  # the first folder's CLASSES.csv wins
+        genus.update({k: v for k, v in read_classes_csv(root).items() if k in genus})
     for s in skipped:
         log.warning("skipped %s: %s", s.path, s.reason)
-    return ImageFolder(root, samples, kept, dropped, skipped, genus)
+    return ImageFolder(roots[0], samples, kept, dropped, skipped, genus, roots)
 
 
 def _class_rng(seed: int, label: str) -> random.Random:
@@ -153,8 +197,10 @@ def split_samples(
 ) -> Splits:
     """Deterministic stratified split (see the module docstring for the small-class rules)."""
     by_label: dict[str, list[Sample]] = {}
+    later = [s for s in samples if s.root > 0]
     for s in samples:
-        by_label.setdefault(s.label, []).append(s)
+        if s.root == 0:
+            by_label.setdefault(s.label, []).append(s)
     train: list[Sample] = []
     val: list[Sample] = []
     test: list[Sample] = []
@@ -180,29 +226,65 @@ def split_samples(
         val += items[:n_val]
         test += items[n_val : n_val + n_test]
         train += items[n_val + n_test :]
+    if later:
+        _split_by_hash(later, seed, val_fraction, test_fraction, train, val, test)
     return Splits(train, val, test)
+
+
+def _split_by_hash(
+    samples: list[Sample], seed: int, val_fraction: float, test_fraction: float,
+    train: list[Sample], val: list[Sample], test: list[Sample],
+) -> None:
+    """Later folders' photos: val / test / train by where the hash of (seed, content) falls, so a
+    photo keeps its split whatever else is added; every class keeps one training photo."""
+    has_train = {s.label for s in train}
+    held: dict[str, list[tuple[Sample, list[Sample]]]] = {}
+    for sample in sorted(samples, key=lambda s: s.sha256):
+        u = int(hashlib.sha256(f"{seed}:{sample.sha256}".encode()).hexdigest()[:15], 16) / 16**15
+        target = val if u < val_fraction else test if u < val_fraction + test_fraction else train
+        if target is train:
+            has_train.add(sample.label)
+        else:
+            held.setdefault(sample.label, []).append((sample, target))
+        target.append(sample)
+    for label, items in held.items():
+        if label not in has_train:
+            sample, target = items[0]
+            target.remove(sample)
+            train.append(sample)
 
 
 def write_splits(folder: ImageFolder, splits: Splits, out_dir: Path) -> None:
     """<out_dir>/splits.json: each split's [path relative to the folder, label], what was left out."""
-    data = {
-        name: [[str(s.path.relative_to(folder.root)), s.label] for s in items]
-        for name, items in splits.as_dict().items()
-    }
+    roots = folder.roots or [folder.root]
+
+    def entry(s: Sample) -> list:
+        rel = [str(s.path.relative_to(roots[s.root])), s.label]
+        return rel + [s.root] if s.root else rel  # one folder: the same file as before several
+
+    data = {name: [entry(s) for s in items] for name, items in splits.as_dict().items()}
+    data["roots"] = [str(r) for r in roots]
     data["dropped_classes"] = folder.dropped_classes
     data["skipped"] = [[str(s.path), s.reason] for s in folder.skipped]
     (out_dir / SPLITS_FILE).write_text(json.dumps(data, indent=1))
 
 
 def load_splits(
-    data_dir: str | Path, splits_path: str | Path | None, seed: int, min_photos: int
+    data_dir: str | Path | list[str | Path], splits_path: str | Path | None, seed: int, min_photos: int
 ) -> dict[str, list[tuple[Path, str]]]:
-    """(path, label) of each split: from a training run's splits.json, else recomputed from the seed."""
-    root = Path(data_dir)
+    """(path, label) of each split: from a training run's splits.json, else recomputed from the seed.
+
+    The folders given replace those recorded in splits.json in order (the same run read on
+    another machine); folders not given are read where the run found them."""
+    given = [Path(d) for d in ([data_dir] if isinstance(data_dir, str | Path) else data_dir)]
     if splits_path and Path(splits_path).exists():
         data = json.loads(Path(splits_path).read_text())
-        return {name: [(root / rel, label) for rel, label in data[name]] for name in ("train", "val", "test")}
-    folder = scan_image_folder(root, min_photos=min_photos, verify=False)
+        roots = given + [Path(r) for r in data.get("roots", [])[len(given) :]]
+        return {
+            name: [(roots[entry[2] if len(entry) > 2 else 0] / entry[0], entry[1]) for entry in data[name]]
+            for name in ("train", "val", "test")
+        }
+    folder = scan_image_folders(given, min_photos=min_photos, verify=False)
     return {
         name: [(s.path, s.label) for s in items]
         for name, items in split_samples(folder.samples, seed=seed).as_dict().items()

@@ -27,7 +27,14 @@ import numpy as np
 
 from vision_model import cli
 from vision_model.data import MAIN_CLASS_MIN_PHOTOS, load_splits
-from vision_model.heldout import HeldOutArguments, build_tuning_set, photo_logits, synthetic_logits
+from vision_model.heldout import (
+    HeldOutArguments,
+    LearntPhotos,
+    build_tuning_set,
+    learnt_photos,
+    photo_logits,
+    synthetic_logits,
+)
 from vision_model.metrics import (
     evaluate_with_decide,
     expected_calibration_error,
@@ -47,6 +54,13 @@ log = logging.getLogger(__name__)
 class EvaluateArguments(HeldOutArguments):
     out: str = field(default=str(cli.REPORTS_DIR / "vision"), metadata={"help": "report directory"})
     split: str = field(default="test", metadata={"help": "which split to evaluate (test or val)"})
+    allow_learnt_photos: bool = field(
+        default=False,
+        metadata={
+            "help": "evaluate even on photos the model learnt from (a final fit's sanity check): the report "
+            "says NOT held out and export refuses it. Without it, such photos are refused"
+        },
+    )
     main_min_photos: int = field(
         default=MAIN_CLASS_MIN_PHOTOS, metadata={"help": "classes with at least this many photos are 'main'"}
     )
@@ -118,16 +132,33 @@ def plot_reliability(probs_before, probs_after, targets, path: Path) -> None:
     _save(fig, path)
 
 
+def check_held_out(model_dir: Path, args: EvaluateArguments, items) -> bool:
+    """Whether the model never learnt from these photos: by their hashes when it keeps the list of
+    photos it learnt from (any path, any split seed), else by its splits (a refit learnt val, a
+    final fit test too). Photos it learnt from are refused unless --allow_learnt_photos."""
+    learnt = learnt_photos(model_dir, items)
+    if learnt is None:
+        held_out = args.split not in trained_splits(read_train_info(model_dir))
+        reason = f"it was trained on the {args.split} photos"
+    else:
+        held_out = not learnt
+        reason = f"it learnt from {len(learnt)} of these {len(items)} photos (e.g. {learnt[0]})" if learnt else ""
+    if held_out:
+        return True
+    if not args.allow_learnt_photos:
+        raise LearntPhotos(
+            f"refusing to evaluate {model_dir} on its training photos: {reason}. Evaluate on photos it "
+            "never saw, or pass --allow_learnt_photos for training figures (never for a model card)"
+        )
+    log.warning("%s: %s: these are training figures, not held-out ones", model_dir, reason)
+    return False
+
+
 def main(args: EvaluateArguments) -> dict:
     from vision_model.classifier import catalog_edibility
 
     model_dir, out = Path(args.model), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # A refit learnt from the validation photos, a final fit from the test photos too: their
-    # figures on those photos are training figures, and the report says so (export refuses them).
-    held_out = args.split not in trained_splits(read_train_info(model_dir))
-    if not held_out:
-        log.warning("%s was trained on the %s photos: these are training figures, not held-out ones", model_dir, args.split)
     labels = read_labels(model_dir)
     index = {label: i for i, label in enumerate(labels)}
     safety = SafetyConfig.load(model_dir)
@@ -135,6 +166,7 @@ def main(args: EvaluateArguments) -> dict:
     every = load_splits(args.data_dir, args.splits, args.seed, args.min_photos)
     counts = Counter(lab for items in every.values() for _, lab in items)
     items = [(p, lab) for p, lab in every[args.split] if lab in index]
+    held_out = check_held_out(model_dir, args, items)
     unknown_labels = sorted({lab for _, lab in every[args.split] if lab not in index})
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     logits = photo_logits(model_dir, items, cache_dir, args.backend)

@@ -25,6 +25,7 @@ RELEASE_FILES = (
     "preprocessor_config.json",
     "safety.json",
     "train_info.json",
+    "dataset_manifest.csv",  # the photos it learnt from (hashes + labels, ~0.2 MB): evaluate refuses them
 )
 
 
@@ -242,6 +243,18 @@ def split_line(info: dict) -> str:
     return line + "."
 
 
+def dataset_line(info: dict) -> str:
+    """The dataset version (vision_model.dataset) and the folders it came from."""
+    ds = info.get("dataset")
+    if not ds:
+        return "- Dataset version: not recorded (trained before dataset versions)."
+    folders = "; ".join(f"`{f['path']}` ({f['photos']} photos)" for f in ds.get("folders", []))
+    return (
+        f"- Dataset version `{ds['version']}`: {ds['photos']} photos, {ds['labels']} labels, from {folders}; "
+        "the list of photo hashes is `dataset_manifest.csv`."
+    )
+
+
 def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str | None = None) -> str:
     labels = read_labels(model_dir)
     info = read_train_info(model_dir)
@@ -277,6 +290,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str |
         "- Split per species with a fixed seed: 15 % validation, 15 % test for large classes; one held-out photo",
         "  for classes of 2-3 photos (val or test, alternating); 1 val + 1 test for 4-7 photos.",
         split_line(info),
+        dataset_line(info),
         "",
         "## Licence of the weights",
         "The weights were trained on photos that are largely **non-commercial research data** (FGVCx-2018 terms)",

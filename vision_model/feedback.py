@@ -292,8 +292,14 @@ class FeedbackStore:
     def export(self, out_dir: Path) -> list[dict]:
         """Accepted items whose photos were kept, as a dataset folder in the training pool's layout:
         `<label>/<sha256>.jpg` and `manifest.csv` (source "feedback", reviewer, time, licence). No user
-        ids or keys go out. Returns the manifest rows."""
-        out_dir = Path(out_dir)
+        ids or keys go out. The folder is replaced as a whole, so a photo forgotten or rejected since the
+        last export leaves it. Returns the manifest rows."""
+        import shutil
+        import tempfile
+
+        final = Path(out_dir)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        out_dir = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
         fs, _ = self._fs()
         with self.engine.connect() as conn:
             paths = {row[0]: row[1] for row in conn.execute(select(kept_photos.c.sha256, kept_photos.c.path))}
@@ -313,11 +319,13 @@ class FeedbackStore:
                              "reviewed_at": item["reviewed_at"].isoformat() if item["reviewed_at"] else "",
                              "license": LICENCE, "sha256": digest, "model_label": json.loads(item["labels"])[0],
                              "model_version": item["model_version"], "vote": item["vote"]})
-        out_dir.mkdir(parents=True, exist_ok=True)
         with (out_dir / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
+        if final.exists():
+            shutil.rmtree(final)
+        out_dir.rename(final)
         return rows
 
 

@@ -28,9 +28,7 @@ from vision_model.release import BUNDLED_MODEL_DIR
 @dataclass
 class HeldOutArguments:
     model: str = field(default=str(BUNDLED_MODEL_DIR), metadata={"help": "model directory"})
-    data_dir: str = field(
-        default=str(cli.DEFAULT_IMAGES), metadata={"help": "image folder the model was trained on"}
-    )
+    data_dir: list[str] = field(default_factory=list, metadata=cli.DATA_FIELD_METADATA)
     splits: str | None = field(
         default=None,
         metadata={"help": "splits.json from the training run (default: recomputed from the seed)"},
@@ -43,6 +41,25 @@ class HeldOutArguments:
         default_factory=lambda: cli.cache_dir("vision-logits"),
         metadata={"help": "cache of the logits, keyed by the weights ($VISION_CACHE_DIR/vision-logits when set)"},
     )
+
+    def __post_init__(self):
+        self.data_dir = cli.data_folders(self.data_dir)
+
+
+class LearntPhotos(ValueError):
+    """Photos a model learnt from, offered as held-out ones."""
+
+
+def learnt_photos(model_dir: Path, items: Sequence[tuple[Path, str]]) -> list[Path] | None:
+    """The photos among `items` whose SHA-256 the model learnt from (None: it keeps no manifest,
+    so only its splits can tell; see vision_model.dataset)."""
+    from vision_model.data import file_sha256
+    from vision_model.dataset import learnt_hashes
+
+    learnt = learnt_hashes(model_dir)
+    if learnt is None:
+        return None
+    return [path for path, _ in items if file_sha256(path) in learnt]
 
 
 def synthetic_images(n: int, seed: int = 0, size: int = 256) -> list[Image.Image]:

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from vision_model import cli, data
+from vision_model import cli, data, dataset, tracking
 from vision_model.data import Preprocess, Sample, Splits
 from vision_model.metrics import selection_score, split_accuracy
 
@@ -50,15 +50,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DataArguments:
-    data_dir: str = field(
-        default=str(cli.DEFAULT_IMAGES), metadata={"help": "image folder <root>/<label>/*.jpg"}
-    )
+    data_dir: list[str] = field(default_factory=list, metadata=cli.DATA_FIELD_METADATA)
     min_photos: int = field(default=2, metadata={"help": "drop classes with fewer photos"})
     val_fraction: float = field(default=0.15, metadata={"help": "per-class validation share (classes >= 8)"})
     test_fraction: float = field(default=0.15, metadata={"help": "per-class test share (classes >= 8)"})
     verify_images: bool = field(default=True, metadata={"help": "decode every file once to report bad ones"})
     # Kept apart from --seed so that runs with other training seeds (for a soup) share one test split.
     split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val/test split"})
+
+    def __post_init__(self):
+        self.data_dir = cli.data_folders(self.data_dir)
 
 
 @dataclass
@@ -177,6 +178,13 @@ class TrainArguments(DataArguments):
             "help": "with --refit: train on the test photos too - the final fit of a release, once "
             "the recipe is chosen and its figures measured: nothing stays held out, so the held-out "
             "figures to report are those of the same recipe's train + val refit"
+        },
+    )
+    track: bool = field(
+        default=True,
+        metadata={
+            "help": "record the run in MLflow (parameters, dataset version, per-epoch metrics, files): "
+            "var/mlflow by default, $MLFLOW_TRACKING_URI for a server; off: --no-track or VISION_TRACKING=off"
         },
     )
 
@@ -692,8 +700,7 @@ def copy_model_dir(src: Path, dst: Path) -> None:
 # --- entry point --------------------------------------------------------------------------------
 
 
-def main(args: TrainArguments) -> Path:
-    """Train; returns the model directory (<output_dir>/model, also copied to release_dir)."""
+def check_arguments(args: TrainArguments) -> None:
     if args.mode not in ("linear", "finetune"):
         raise ValueError(f"mode must be 'linear' or 'finetune', got {args.mode!r}")
     if args.head_init not in ("fresh", "linear"):
@@ -709,6 +716,18 @@ def main(args: TrainArguments) -> Path:
         raise ValueError("--include_test is a final fit: pass --refit too (no early stopping, no calibration)")
     if args.bf16 and not torch.cpu._is_avx512_bf16_supported():
         log.warning("--bf16 on a CPU without AVX512-BF16/AMX: bfloat16 is emulated and slower here")
+
+
+def main(args: TrainArguments) -> Path:
+    """Train; returns the model directory (<output_dir>/model, also copied to release_dir)."""
+    check_arguments(args)
+    name = args.version or Path(args.output_dir).name
+    with tracking.run(name, args.track and tracking.enabled_by_default(), tags={"command": "train"}) as mlflow:
+        return train(args, mlflow)
+
+
+def train(args: TrainArguments, mlflow=None) -> Path:
+    """The run itself; `mlflow` (the module, inside an active run) or None when tracking is off."""
     if args.threads:
         torch.set_num_threads(args.threads)
     t_start = time.monotonic()
@@ -718,12 +737,23 @@ def main(args: TrainArguments) -> Path:
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    folder = data.scan_image_folder(args.data_dir, min_photos=args.min_photos, verify=args.verify_images)
+    folder = data.scan_image_folders(args.data_dir, min_photos=args.min_photos, verify=args.verify_images)
     log.info("%s", folder.report())
     splits = data.split_samples(
         folder.samples, seed=args.split_seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction
     )
     data.write_splits(folder, splits, out_dir)
+    manifest = dataset.manifest_rows(folder, splits)
+    data_summary = dataset.summary(folder, manifest)
+    dataset.write_manifest(out_dir, manifest)
+    log.info("dataset version %s: %d photos, %d labels", data_summary["version"], len(manifest), data_summary["labels"])
+    if mlflow:
+        mlflow.log_params(tracking.flat_params(dataclasses.asdict(args)))
+        mlflow.set_tag("dataset_version", data_summary["version"])
+        mlflow.log_input(
+            dataset.mlflow_dataset(manifest, data_summary["version"], str(out_dir / dataset.MANIFEST_FILE)),
+            context="training",
+        )
     labels = folder.labels
     label_index = {label: i for i, label in enumerate(labels)}
     mains = set(data.main_classes(folder))
@@ -820,6 +850,7 @@ def main(args: TrainArguments) -> Path:
         "main_classes": sorted(mains),
         "dropped_classes": folder.dropped_classes,
         "skipped_files": len(folder.skipped),
+        "dataset": data_summary,
         "args": dataclasses.asdict(args),
         "history": history,
     }
@@ -827,6 +858,8 @@ def main(args: TrainArguments) -> Path:
     (model_dir / "train_info.json").write_text(
         json.dumps({k: v for k, v in train_info.items() if k != "history"}, indent=2)
     )
+    # The model keeps the list of photos it learnt from: evaluate refuses them whatever their path.
+    dataset.write_manifest(model_dir, manifest)
     if args.calibrate:
         from vision_model import calibrate
 
@@ -839,6 +872,16 @@ def main(args: TrainArguments) -> Path:
                 seed=args.split_seed,
             )
         )
+    if mlflow:
+        tracking.log_history(mlflow, history)
+        mlflow.set_tag("model_version", version)
+        mlflow.log_param("model_dir", str(model_dir))
+        for name in ("train_info.json", "splits.json", "history.csv", dataset.MANIFEST_FILE):
+            if (out_dir / name).is_file():
+                mlflow.log_artifact(str(out_dir / name), "run")
+        for name in ("safety.json", "labels.json", "config.json"):
+            if (model_dir / name).is_file():
+                mlflow.log_artifact(str(model_dir / name), "model")
     if args.release_dir:
         copy_model_dir(model_dir, Path(args.release_dir))
         log.info("copied the model to %s", args.release_dir)
