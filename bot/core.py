@@ -715,7 +715,8 @@ class BotCore:
         reingest = "running" if self._reingest_task and not self._reingest_task.done() else "idle"
         return "\n".join([
             "**Status**",
-            f"Model: {self.model_version or 'not loaded yet'}",
+            f"Model: {self.model_version or 'not loaded yet'}"
+            + (f" from {self.engine.model_source}" if getattr(self.engine, "model_source", None) else ""),
             f"Index: {self._index_info()}",
             f"Uptime: {uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s",
             f"Queue: {self.photos_in_flight} photo observation(s) in progress "

@@ -16,7 +16,10 @@ so a photo gets the same species, verdict and notes whichever door it came in by
   `identify_each` call (the model is faster per photo in batches; at low load nothing waits).
 - Following: an open answerer stays on the index version it opened; a re-ingest or rollback by
   any process moves the alias, so the engine looks every INDEX_CHECK_S and swaps in the new one
-  (opened first, then one reference swap: requests in flight keep the old one).
+  (opened first, then one reference swap: requests in flight keep the old one). The same for the
+  model when MODEL_URI is `models:/<name>@champion`: every MODEL_CHECK_S the engine looks where the
+  alias points; a new version is downloaded, loaded beside the old one and smoke-checked, then
+  swapped in by one reference; one that fails to load or to pass leaves the old one serving.
 Blocking work runs on two pools: photos on WORKER_THREADS threads, questions on their own, so a
 queue of photos never delays a text question.
 """
@@ -95,6 +98,24 @@ def inference_threads() -> int | None:
     return max(1, math.ceil(int(quota) / int(period)))
 
 
+def load_model_dir(folder) -> Any:
+    """The production classifier of a model directory (None: the bundled release)."""
+    from vision_model.classifier import Classifier
+
+    return Classifier.load(folder, threads=inference_threads())
+
+
+def smoke_check(classifier: Any) -> None:
+    """A model must label a photo before it serves: a plain image gets finite probabilities over its labels."""
+    import numpy as np
+    from PIL import Image
+
+    [result] = classifier.identify_each([Image.new("RGB", (96, 96), (150, 110, 70))])
+    probabilities = [p.probability for p in result.top_k]
+    if not result.top_k or not np.all(np.isfinite(probabilities)) or not np.isfinite(result.danger_probability):
+        raise ValueError("smoke check failed: the model gave no finite answer on a plain image")
+
+
 def read_index_info(settings: Settings) -> dict[str, Any]:
     """The serving index (knowledge_base.vectorstore.serving_info); {} when it cannot be read."""
     try:
@@ -117,8 +138,12 @@ class Engine:
         answerer_factory: Callable[[], Any] | None = None,
         follow_index: bool = True,
         lazy: bool = True,
+        model_uri: str | None = None,
     ) -> None:
         self.settings = settings
+        # models:/<name>@<alias>: followed like the index (None: a folder, loaded once).
+        self.model_uri = model_uri
+        self.model_registry_version: str | None = None
         self.classifier = classifier  # None until loaded
         self.answerer = answerer
         self._classifier_factory = classifier_factory
@@ -132,6 +157,13 @@ class Engine:
         self._load_lock = threading.Lock()
         self._follow_lock = threading.Lock()
         self._index_checked_at = float("-inf")
+        self._model_checked_at = float("-inf")
+        self._model_lock = threading.Lock()
+        self.prediction_log = None
+        if settings.prediction_log:
+            from vision_model.monitor import PredictionLog
+
+            self.prediction_log = PredictionLog(settings.prediction_log)
         workers = max(1, settings.worker_threads)
         self.vision_pool = ThreadPoolExecutor(workers, thread_name_prefix="vision")
         self.io_pool = ThreadPoolExecutor(max(4, workers), thread_name_prefix="answers")
@@ -146,12 +178,28 @@ class Engine:
 
     @classmethod
     def local(cls, settings: Settings, *, model_dir=None, **kwargs) -> Engine:
-        """The model in settings.model_dir and the index in Chroma, in this process."""
-        def load_classifier():
-            from vision_model.classifier import Classifier
+        """The model of MODEL_URI / MODEL_DIR (a folder, or a registered model) and the index in Chroma, in
+        this process."""
+        from vision_model import registry
 
+        source = model_dir or settings.model_uri or settings.model_dir
+        if registry.is_registry_uri(source):
+            kwargs.setdefault("model_uri", str(source))
+
+        def load_classifier():
             started = time.perf_counter()
-            classifier = Classifier.load(model_dir or settings.model_dir, threads=inference_threads())
+            version, folder = None, source
+            if registry.is_registry_uri(source):
+                try:
+                    folder, version = registry.local_model_dir(str(source))
+                except Exception as error:  # noqa: BLE001 - no champion yet, or the registry is down
+                    # Serve MODEL_DIR (else the bundled release) meanwhile; follow_model swaps the champion in
+                    # once there is one.
+                    log.warning("no model at %s yet (%s): serving %s until there is", source, error,
+                                settings.model_dir or "the bundled release")
+                    folder = settings.model_dir
+            classifier = load_model_dir(folder)
+            classifier.registry_version = version
             log.info("model %s loaded in %.1fs", classifier.version, time.perf_counter() - started)
             return classifier
 
@@ -200,6 +248,13 @@ class Engine:
     def model_version(self) -> str | None:
         return getattr(self.classifier, "version", None) if self.classifier is not None else None
 
+    @property
+    def model_source(self) -> str | None:
+        """Where the serving model came from, for /status and /healthz: 'models:/x@champion (version 3)'."""
+        if not self.model_uri:
+            return None
+        return f"{self.model_uri} (version {self.model_registry_version or '?'})"
+
     # --- loading ---------------------------------------------------------------------------
     def get_classifier(self):
         """The classifier, loaded once (thread-safe; call from a worker thread)."""
@@ -231,6 +286,8 @@ class Engine:
             raise Unavailable(component, self.errors[component]) from error
         self.errors.pop(component, None)
         if component == "model":
+            self.model_registry_version = getattr(loaded, "registry_version", None)
+            self._model_checked_at = time.monotonic()
             self.classifier = loaded
             return
         if getattr(loaded, "retriever", None) is not None and self._follow:
@@ -249,7 +306,7 @@ class Engine:
         `refresh_sources`, first re-ingest guides changed since the index was built: refresh_sources)."""
         if self._answerer_injected and not self.index_info:
             self.index_info = read_index_info(self.settings)  # what /v1/info and /metrics name
-        if self.classifier is not None and self._answerer_injected:
+        if self.classifier is not None and self._answerer_injected and not self.model_uri:
             return  # everything injected: nothing to load or to follow
         self._stop.clear()  # an app's lifespan may run more than once (test clients do)
         self._refresh_on_start = refresh_sources
@@ -305,8 +362,11 @@ class Engine:
                 break
             self._stop.wait(delay)
             delay = min(delay * 2, MAX_LOAD_RETRY_SECONDS)
-        while self._follow and not self._stop.wait(INDEX_CHECK_S):
+        if not (self._follow or self.model_uri):
+            return
+        while not self._stop.wait(min(INDEX_CHECK_S, self.settings.model_check_s)):
             self.follow_index()
+            self.follow_model()
 
     def refresh_sources(self, announce: Callable[[str], None] | None = None,
                         done: Callable[[Any], None] | None = None, *,
@@ -380,6 +440,40 @@ class Engine:
         finally:
             self._follow_lock.release()
 
+    def follow_model(self, *, now: bool = False) -> None:
+        """Move to the registered version MODEL_URI's alias points at, when it moved (at most every
+        MODEL_CHECK_S unless `now`). Loaded and smoke-checked beside the serving one; any failure keeps it."""
+        if not self.model_uri or self.classifier is None:
+            return
+        if not now and time.monotonic() - self._model_checked_at < self.settings.model_check_s:
+            return
+        if not self._model_lock.acquire(blocking=False):
+            return  # another thread is looking right now
+        try:
+            from vision_model import registry
+
+            self._model_checked_at = time.monotonic()
+            try:
+                version = registry.champion_version(self.model_uri)
+                if version == self.model_registry_version:
+                    return
+                started = time.perf_counter()
+                classifier = load_model_dir(registry.download(registry.parse_uri(self.model_uri)[0], version))
+                smoke_check(classifier)
+            except Exception as error:  # noqa: BLE001 - keep serving the model we have
+                self.errors["model_update"] = f"{type(error).__name__}: {error}"
+                log.warning("could not move to the model %s points at: %s", self.model_uri, error)
+                return
+            classifier.registry_version = version
+            previous = self.model_version
+            self.model_registry_version = version
+            self.classifier = classifier  # one reference: requests in flight finish on the old one
+            self.errors.pop("model_update", None)
+            log.info("now serving model %s (registry version %s, was %s), loaded in %.1fs",
+                     classifier.version, version, previous, time.perf_counter() - started)
+        finally:
+            self._model_lock.release()
+
     # --- photos ----------------------------------------------------------------------------
     async def identify(self, photos: Sequence[bytes]) -> tuple[Any, Decoded]:
         """One observation (one or several photos of one mushroom) -> (Identification, what was decoded:
@@ -393,19 +487,32 @@ class Engine:
         loop = asyncio.get_running_loop()
         classifier = self.classifier or await loop.run_in_executor(self.vision_pool, self.get_classifier)
         if len(images) > 1 or self.max_batch <= 1:
-            return await loop.run_in_executor(self.vision_pool, classifier.identify, images)
-        future = loop.create_future()
-        self._pending.append((images[0], future))
-        if self._batch_task is None or self._batch_task.done():
-            self._batch_task = asyncio.create_task(self._run_batches(classifier))
-        return await future
+            result = await loop.run_in_executor(self.vision_pool, classifier.identify, images)
+        else:
+            future = loop.create_future()
+            self._pending.append((images[0], future))
+            if self._batch_task is None or self._batch_task.done():
+                self._batch_task = asyncio.create_task(self._run_batches(classifier))
+            result = await future
+        self._record(result, len(images))
+        return result
+
+    def _record(self, result, photos: int) -> None:
+        if self.prediction_log is not None:
+            try:
+                self.prediction_log.record(result, photos=photos)
+            except Exception as error:  # noqa: BLE001 - monitoring never fails an identification
+                log.warning("prediction log: %s", error)
 
     async def identify_each(self, photos: Sequence[bytes]) -> tuple[list[Any], Decoded]:
         """Each photo on its own -> (identifications of the readable ones, what was decoded)."""
         loop = asyncio.get_running_loop()
         decoded = await loop.run_in_executor(self.vision_pool, decode_photos, photos, self.settings)
         classifier = self.classifier or await loop.run_in_executor(self.vision_pool, self.get_classifier)
-        return await loop.run_in_executor(self.vision_pool, classifier.identify_each, decoded.images), decoded
+        results = await loop.run_in_executor(self.vision_pool, classifier.identify_each, decoded.images)
+        for result in results:
+            self._record(result, 1)
+        return results, decoded
 
     async def _run_batches(self, classifier) -> None:
         loop = asyncio.get_running_loop()

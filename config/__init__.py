@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     # --- model ----------------------------------------------------------------------
     # Empty means the bundled release in vision_model/release.
     model_dir: Path | None = Field(default=None, alias="MODEL_DIR")
+    # Or a registered model: models:/<name>@champion (vision_model.registry; MLFLOW_TRACKING_URI says where the
+    # registry is). The engine looks every MODEL_CHECK_S seconds whether the alias moved and swaps the new model in.
+    model_uri: str | None = Field(default=None, alias="MODEL_URI")
+    model_check_s: float = Field(default=30.0, alias="MODEL_CHECK_S")
+    # A JSON line per identification (model version, top-k, verdict; no user, no photo) for
+    # `python -m vision_model monitor`; unset: none written.
+    prediction_log: Path | None = Field(default=None, alias="PREDICTION_LOG")
     # Remote mode: bots call this HTTP API instead of loading the model themselves.
     inference_url: str | None = Field(default=None, alias="INFERENCE_URL")
     api_key: SecretStr | None = Field(default=None, alias="API_KEY")

@@ -272,7 +272,7 @@ def test_api_key_required_when_set(make_client):
 
 
 def test_health_and_ready_with_injected_components(client, classifier):
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "model_version": classifier.version, "model_source": None}
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["model_version"] == classifier.version
@@ -317,9 +317,12 @@ def test_metrics_count_requests_and_show_versions(client, classifier):
     assert 'mushroom_api_requests_total{method="POST",route="/v1/identify",status="415"} 1.0' in text
     assert 'route="unmatched"' in text
     assert "mushroom_api_request_duration_seconds_bucket" in text
-    assert f'mushroom_api_model_info{{version="{classifier.version}"}} 1.0' in text
+    assert f'mushroom_api_model_info{{source="folder",version="{classifier.version}"}} 1.0' in text
     assert 'mushroom_api_ready{component="model"} 1.0' in text
     assert "mushroom_api_images_total 1.0" in text
+    # Predictions by model version (a swapped-in model is counted apart from the one it replaced).
+    assert f'mushroom_api_predictions_total{{model_version="{classifier.version}",verdict=' in text
+    assert f'mushroom_api_top1_probability_count{{model_version="{classifier.version}"}} 1.0' in text
 
 
 def test_openapi_schema_and_docs(client):

@@ -161,7 +161,7 @@ def test_compose_services_and_profiles(tmp_path):
         assert result.returncode == 0, result.stderr
         return set(result.stdout.split())
 
-    assert services() == {"api", "telegram-bot", "discord-bot", "chroma", "chroma-proxy"}
+    assert services() == {"api", "telegram-bot", "discord-bot", "chroma", "chroma-proxy", "mlflow"}
     assert "ingest" in services("--profile", "ingest")
     assert "minio" in services("--profile", "minio")  # the S3-compatible store for feedback photos
 
@@ -190,6 +190,22 @@ def test_compose_wiring():
         assert services[name]["environment"]["CHROMA_URL"] == "http://chroma-proxy:8001"
         assert services[name]["env_file"][0]["path"] == ".env"
     assert services["ingest"]["profiles"] == ["ingest"]
+
+
+def test_compose_api_follows_the_registry_champion(tmp_path):
+    import json
+
+    unset = {"MODEL_URI": "", "MLFLOW_TRACKING_URI": ""}  # (the tests' own environment sets the latter)
+    services = json.loads(compose_config(tmp_path, CHROMA_TOKEN="t" * 32, **unset).stdout)["services"]
+    api = services["api"]["environment"]
+    assert api["MODEL_URI"] == "models:/mushroom-vision@champion"
+    assert api["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    mlflow = services["mlflow"]
+    assert mlflow["command"][:2] == ["mlflow", "server"] and "--serve-artifacts" in mlflow["command"]
+    assert {p["host_ip"] for p in mlflow["ports"]} == {"127.0.0.1"}
+    assert any(v["target"] == "/app/var/mlflow" for v in mlflow["volumes"])
+    pinned = json.loads(compose_config(tmp_path, CHROMA_TOKEN="t" * 32, **{**unset, "MODEL_URI": "/models/mine"}).stdout)
+    assert pinned["services"]["api"]["environment"]["MODEL_URI"] == "/models/mine"
 
 
 # --- .env.example -----------------------------------------------------------------------
@@ -324,3 +340,32 @@ def test_every_third_party_image_is_pinned_by_digest():
     assert len(third_party) >= 3, images
     for image in third_party:
         assert re.search(r"@sha256:[0-9a-f]{64}\}?$", image), f"{image} is not pinned by digest"
+
+
+# --- Grafana ------------------------------------------------------------------------------
+
+
+def test_the_grafana_dashboard_charts_metrics_the_api_exports():
+    """Every series a panel queries is one the API's /metrics exposes (by name, after the histogram and
+    counter suffixes), so the dashboard cannot silently chart nothing."""
+    import json
+
+    from prometheus_client import generate_latest
+
+    from bot.api.metrics import ApiMetrics
+
+    dashboard = json.loads((DOCKER / "grafana" / "mushroom-models.json").read_text(encoding="utf-8"))
+    metrics = ApiMetrics()
+    metrics.count_prediction({"model_version": "v1", "verdict": "edible", "abstained": True,
+                              "top_k": [{"label": "x", "probability": 0.5}]})
+    metrics.feedback.labels("v1", "right").inc()
+    metrics.latency.labels("/v1/identify").observe(0.1)
+    metrics.model_info.info({"version": "v1", "source": "folder"})
+    exported = {line.split("{")[0].split(" ")[0] for line in generate_latest(metrics.registry).decode().splitlines()
+                if line and not line.startswith("#")}
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\b(mushroom_api_[a-z0-9_]+)", target["expr"])}
+    assert queried and queried <= exported, sorted(queried - exported)
+    assert {"mushroom_api_predictions_total", "mushroom_api_abstentions_total", "mushroom_api_feedback_total",
+            "mushroom_api_top1_probability_bucket"} <= queried
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])

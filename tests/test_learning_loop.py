@@ -137,6 +137,14 @@ def test_train_takes_several_folders_records_the_dataset_in_mlflow_and_evaluate_
         model=str(model_dir), data_dir=[str(pool), str(extra)], splits=str(tmp_path / "run" / "splits.json"),
         out=str(tmp_path / "report"), synthetic_images=2))  # fmt: skip
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["held_out"] is True
+    # The evaluation is a run of its own: its figures, plots and the photos it was measured on.
+    [evaluated] = mlflow.search_runs(experiment_names=[tracking.EXPERIMENT], output_format="list",
+                                     filter_string="tags.command = 'evaluate'")
+    assert "fewshot.top1" in evaluated.data.metrics and "safety.all.dangerous_errors" in evaluated.data.metrics
+    assert evaluated.data.tags["model_version"] == "untuned"  # the version serving reports: not calibrated yet
+    assert evaluated.data.tags["photo_set"].startswith("ds-")
+    plots = {a.path for a in mlflow.MlflowClient().list_artifacts(evaluated.info.run_id, "evaluate")}
+    assert {"evaluate/confusion_main.png", "evaluate/reliability.png", "evaluate/metrics.json"} <= plots
 
 
 def test_training_works_the_same_with_tracking_off(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Command line: `python -m vision_model identify|train|calibrate|evaluate|export|soup`.
+"""Command line: `python -m vision_model identify|train|calibrate|evaluate|export|soup|feedback|register|promote|rollback`.
 
 identify
     python -m vision_model identify [--model DIR] [--observation] [--json] IMAGE [IMAGE ...]
@@ -19,6 +19,10 @@ train / calibrate / evaluate / export / soup
     The training pipeline: `vision_model.<command>.main(args)`, its arguments the dataclass main()
     takes (vision_model.cli parses them; `--help` lists them). Imported only when used, so
     `--help` and `identify` start without torch.
+
+register / promote / rollback
+    The model registry (vision_model.registry, MLflow's): promote exits 1 when the release rule
+    refuses, and says which figure failed.
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference runtime (default: $VISION_BACKEND, else auto = ONNX Runtime with torch fallback)",
     )
 
-    for name, summary in cli.PIPELINE_COMMANDS.items():
+    for name, summary in cli.COMMANDS.items():
         # add_help=False: `python -m vision_model train --help` is answered by vision_model.cli.run.
         sub.add_parser(name, help=summary, description=summary, add_help=False)
     sub.add_parser("feedback", help="review users' feedback and export it (list|show|accept|reject|export)",
@@ -180,7 +184,7 @@ def identify(args: IdentifyArgs) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Pipeline subcommands own their argument parsing (including --help).
-    if argv and argv[0] in cli.PIPELINE_COMMANDS:
+    if argv and argv[0] in cli.COMMANDS:
         return cli.run(argv[0], argv[1:])
     if argv and argv[0] == "feedback":
         from vision_model.feedback import main as feedback_main

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vision_model import cli
+from vision_model import cli, tracking
 from vision_model.data import MAIN_CLASS_MIN_PHOTOS, load_splits
 from vision_model.heldout import (
     HeldOutArguments,
@@ -467,6 +467,9 @@ def main(args: CalibrateArguments) -> SafetyConfig:
     print(f"wrote {model_dir / 'safety.json'}: {json.dumps(summary)}")
     print(f"calibration: {json.dumps(report)}")
     print(f"tuning: {json.dumps(safety.extra['tuning'])}")
+    tracking.record("calibrate", args, {"temperature": safety.temperature, "calibration": report,
+                                        "tuning": safety.extra["tuning"]},
+                    [model_dir / SAFETY_FILE], {"model_version": str(safety.version)})
     return safety
 
 

@@ -39,6 +39,16 @@ PIPELINE_COMMANDS = {
     "export": "package a trained model directory as the bundled release",
     "soup": "average the weights of model directories trained from the same start (a model soup)",
 }
+# The model registry's commands (vision_model.registry; docs/TRAINING.md "Registry").
+REGISTRY_COMMANDS = {
+    "register": "register an evaluated model directory in the model registry (MLflow)",
+    "promote": "make a registered version the champion, if the release rule holds against the current one",
+    "rollback": "move the champion back to the previous one",
+}
+MONITOR_COMMANDS = {
+    "monitor": "compare the served predictions of a model with its evaluation (confidence and verdict drift)",
+}
+COMMANDS = {**PIPELINE_COMMANDS, **REGISTRY_COMMANDS, **MONITOR_COMMANDS}
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -97,17 +107,20 @@ def arguments_type(main: Callable) -> type:
 
 
 def run(command: str, argv: Sequence[str] | None = None, main: Callable | None = None) -> int:
-    """`python -m vision_model COMMAND ARGS`: parse ARGS, log at INFO to stderr, run main; exit status 0.
+    """`python -m vision_model COMMAND ARGS`: parse ARGS, log at INFO to stderr, run main; exit status 0,
+    or the one main returns when it returns an int (promote's refusal: 1).
 
     Errors in the arguments exit with status 2 (argparse); a failing run raises (status 1).
     """
-    main = main or importlib.import_module(f"vision_model.{command}").main
+    if main is None:
+        module, function = ("registry", command) if command in REGISTRY_COMMANDS else (command, "main")
+        main = getattr(importlib.import_module(f"vision_model.{module}"), function)
     args = parse_arguments(
         arguments_type(main),
         argv,
         prog=f"python -m vision_model {command}",
-        description=PIPELINE_COMMANDS[command],
+        description=COMMANDS[command],
     )
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    main(args)
-    return 0
+    result = main(args)
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vision_model import cli
-from vision_model.data import MAIN_CLASS_MIN_PHOTOS, load_splits
+from vision_model import cli, tracking
+from vision_model.data import MAIN_CLASS_MIN_PHOTOS, file_sha256, load_splits
+from vision_model.dataset import dataset_version
 from vision_model.heldout import (
     HeldOutArguments,
     LearntPhotos,
@@ -196,7 +197,9 @@ def main(args: EvaluateArguments) -> dict:
             edibility,
             safety,
         )
-        result.pop("verdicts")
+        verdicts = result.pop("verdicts")
+        if name == "photos":
+            photo_verdicts = verdicts
         safety_figures[name] = result
 
     metrics = {
@@ -205,6 +208,8 @@ def main(args: EvaluateArguments) -> dict:
         "split": args.split,
         "held_out": held_out,
         "n": len(items),
+        # Which photos these figures are of (vision_model.release_rule compares models only on the same ones).
+        "photo_set": dataset_version((file_sha256(p), lab) for p, lab in items),
         "main": group_metrics(probs, targets, is_main, main_ids),
         "fewshot": group_metrics(probs, targets, ~is_main, few_ids),
         "overall_top1": mean_or_none(probs.argmax(1) == targets),
@@ -250,6 +255,17 @@ def main(args: EvaluateArguments) -> dict:
                 ]
             )
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    # What `monitor` compares served predictions with: each held-out photo's top-1 probability and verdict.
+    (out / "reference.json").write_text(json.dumps({
+        "model_version": safety.version, "top1_probability": [round(float(x), 6) for x in probs.max(1)],
+        "verdicts": photo_verdicts, "abstention_rate": safety_figures["photos"]["abstention_rate"]}))
+    tracking.record(
+        "evaluate", args, {k: metrics[k] for k in ("n", "main", "fewshot", "overall_top1", "calibration", "safety",
+                                                   "risk_coverage")},
+        [out / name for name in ("metrics.json", "per_class.csv", "reference.json", "confusion_main.png",
+                                 "reliability.png", "risk_coverage.png")],
+        {"model_version": str(safety.version), "photo_set": metrics["photo_set"], "held_out": str(held_out)},
+    )
     # Printed (not logged): this summary is the command's output.
     print(
         f"{args.split}: main top-1 {metrics['main']['top1'] or 0:.3f} top-3 {metrics['main']['top3'] or 0:.3f} | "

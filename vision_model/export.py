@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vision_model import cli, release
+from vision_model import cli, release, tracking
 from vision_model.release import read_labels, read_train_info, trained_splits
 from vision_model.verdict import SafetyConfig
 
@@ -392,6 +392,8 @@ def main(args: ExportArguments) -> Path:
             f"release is {size / 2**20:.1f} MB, over the {release.MAX_RELEASE_BYTES / 2**20:.0f} MB budget"
         )
     print(f"release written to {dst} ({size / 2**20:.1f} MB)")
+    tracking.record("export", args, {"release_mb": size / 2**20}, [dst / "MODEL_CARD.md", dst / "metrics.json"],
+                    {"model_version": str(SafetyConfig.load(dst).version)})
     return dst
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vision_model import cli
+from vision_model import cli, tracking
 from vision_model.release import read_labels, read_preprocessor_config, read_train_info
 
 WEIGHTS = "model.safetensors"
@@ -94,6 +94,7 @@ def main(args: SoupArguments) -> Path:
     info["refit"] = all(i.get("refit") for i in infos)
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
     print(f"wrote {out}: mean weights of {len(dirs)} models; calibrate it before use")
+    tracking.record("soup", args, {"ingredients": len(dirs)}, [out / "train_info.json"])
     return out
 
 

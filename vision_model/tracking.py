@@ -78,3 +78,46 @@ def log_history(mlflow, history: list[dict]) -> None:
         metrics = {k: float(v) for k, v in row.items() if k != "epoch" and isinstance(v, int | float)}
         if metrics:
             mlflow.log_metrics(metrics, step=step)
+
+
+def flat_metrics(values: dict, prefix: str = "") -> dict[str, float]:
+    """Nested figures as MLflow metrics ('safety.all.dangerous_errors'); None, text and lists skipped."""
+    out: dict[str, float] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_metrics(value, name + "."))
+        elif isinstance(value, bool):
+            out[name] = float(value)
+        elif isinstance(value, int | float) and value == value:  # not NaN
+            out[name] = float(value)
+    return out
+
+
+def record(command: str, args, metrics: dict | None = None, files=(), tags: dict | None = None) -> None:
+    """One pipeline command's record: its arguments, figures and files, in a run of its own, or under
+    `<command>.` in the active run (calibrate inside train). Off with VISION_TRACKING=off; a tracking
+    failure is logged, never raised (the command's own result stands)."""
+    if not enabled_by_default():
+        return
+    import dataclasses
+
+    try:
+        import mlflow
+
+        def log_all(prefix: str) -> None:
+            mlflow.log_params(flat_params(dataclasses.asdict(args), prefix))
+            if metrics:
+                mlflow.log_metrics(flat_metrics(metrics, prefix))
+            for path in files:
+                if Path(path).is_file():
+                    mlflow.log_artifact(str(path), command)
+
+        if mlflow.active_run() is not None:
+            log_all(f"{command}.")
+            return
+        with run(f"{command} {(tags or {}).get('model_version', '')}".strip(), True,
+                 tags={"command": command, **(tags or {})}):
+            log_all("")
+    except Exception as error:  # noqa: BLE001 - tracking never fails the command it records
+        log.warning("tracking the %s run failed: %s", command, error)

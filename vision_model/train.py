@@ -514,7 +514,9 @@ def finetune(
     targets: np.ndarray,
     main_mask_by_sample: np.ndarray,
     out_dir: Path,
+    on_epoch=None,
 ) -> list[dict]:
+    """Fine-tune the top blocks; `on_epoch(record)` after each epoch (the MLflow run's live metrics)."""
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
     num_classes = model.config.num_labels
@@ -614,6 +616,8 @@ def finetune(
         history.append(record)
         log.info("epoch %d: %s", epoch + 1, json.dumps(record))
         write_history(history, out_dir)
+        if on_epoch is not None:
+            on_epoch(record)
         torch.save(
             {
                 "state": trainable_state(model, args.frozen_layers),
@@ -828,7 +832,8 @@ def train(args: TrainArguments, mlflow=None) -> Path:
         # The linear model is saved too: a quick fallback release while fine-tuning runs.
         save_model_dir(model, processor, out_dir / "linear_model", fp16=args.save_fp16)
     if args.mode == "finetune":
-        history += finetune(args, model, cache, ids, targets, is_main, out_dir)
+        live = (lambda record: tracking.log_history(mlflow, [record])) if mlflow else None
+        history += finetune(args, model, cache, ids, targets, is_main, out_dir, on_epoch=live)
     write_history(history, out_dir)
 
     model_dir = save_model_dir(model, processor, out_dir / "model", fp16=args.save_fp16)
@@ -872,8 +877,8 @@ def train(args: TrainArguments, mlflow=None) -> Path:
                 seed=args.split_seed,
             )
         )
-    if mlflow:
-        tracking.log_history(mlflow, history)
+    if mlflow:  # the epochs went out live; the linear stage and the weight average now
+        tracking.log_history(mlflow, [row for row in history if row.get("stage") in ("linear", "average")])
         mlflow.set_tag("model_version", version)
         mlflow.log_param("model_dir", str(model_dir))
         for name in ("train_info.json", "splits.json", "history.csv", dataset.MANIFEST_FILE):

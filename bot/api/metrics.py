@@ -30,6 +30,24 @@ class ApiMetrics:
         self.verdicts = Counter(
             "mushroom_api_verdicts", "Identification verdicts returned.", ["verdict"], registry=self.registry,
         )
+        # By model version, so a swapped-in model is watched apart from the one it replaced.
+        self.predictions = Counter(
+            "mushroom_api_predictions", "Identifications returned, by model version and verdict.",
+            ["model_version", "verdict"], registry=self.registry,
+        )
+        self.abstentions = Counter(
+            "mushroom_api_abstentions", "Identifications where the model was not sure (answered 'unknown').",
+            ["model_version"], registry=self.registry,
+        )
+        self.top1_probability = Histogram(
+            "mushroom_api_top1_probability", "Probability of the best guess, by model version.",
+            ["model_version"], registry=self.registry,
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+        )
+        self.feedback = Counter(
+            "mushroom_api_feedback", "Users' votes on identifications, by the model version voted on "
+            "(agreement = right / (right + wrong)).", ["model_version", "vote"], registry=self.registry,
+        )
         self.batch_size = Histogram(
             "mushroom_api_batch_size", "Single-photo requests run together in one model call.",
             registry=self.registry, buckets=(1, 2, 4, 8, 16, 32),
@@ -41,11 +59,21 @@ class ApiMetrics:
         self.index_info = Info("mushroom_api_index", "The knowledge-base index being served.",
                                registry=self.registry)
 
+    def count_prediction(self, result: dict) -> None:
+        version = str(result.get("model_version") or "unknown")
+        self.predictions.labels(version, str(result.get("verdict"))).inc()
+        if result.get("abstained"):
+            self.abstentions.labels(version).inc()
+        top = result.get("top_k") or []
+        if top:
+            self.top1_probability.labels(version).observe(float(top[0]["probability"]))
+
     def publish(self, engine: Any) -> None:
         """Readiness and versions of what the engine serves (read at each scrape)."""
         self.ready.labels("model").set(1 if engine.classifier is not None else 0)
         self.ready.labels("index").set(1 if engine.index_loaded else 0)
         if engine.classifier is not None:
-            self.model_info.info({"version": str(engine.model_version or "unknown")})
+            self.model_info.info({"version": str(engine.model_version or "unknown"),
+                                  "source": str(getattr(engine, "model_source", None) or "folder")})
         if engine.index_info:
             self.index_info.info({key: str(engine.index_info.get(key)) for key in INDEX_INFO_LABELS})

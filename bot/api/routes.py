@@ -121,6 +121,7 @@ def count(request: Request, results: list[dict[str, Any]], n_images: int) -> Non
     metrics.images.inc(n_images)
     for result in results:
         metrics.verdicts.labels(str(result.get("verdict"))).inc()
+        metrics.count_prediction(result)
 
 
 router = APIRouter()
@@ -148,13 +149,17 @@ async def identify(
 
 
 @protected.post("/feedback", tags=["vision"])
-async def feedback(body: FeedbackRequest, core: BotCore = Depends(get_core)) -> dict[str, Any]:
+async def feedback(
+    body: FeedbackRequest, request: Request, core: BotCore = Depends(get_core)
+) -> dict[str, Any]:
     """Say whether an identification was right: send back its `feedback_token` with the vote. One vote per
     user and identification (a second one replaces the first). No photo is kept from the API."""
     try:
-        return await core.api_feedback(body.user, body.token, body.vote, body.label)
+        recorded = await core.api_feedback(body.user, body.token, body.vote, body.label)
     except UserFacingError as exc:
         raise ApiError(422, exc.reason or "bad_input", str(exc)) from None
+    request.app.state.metrics.feedback.labels(str(recorded["model_version"]), recorded["recorded"]).inc()
+    return recorded
 
 
 @protected.post("/forget", tags=["vision"])
@@ -214,9 +219,10 @@ async def info(core: BotCore = Depends(get_core)) -> dict[str, Any]:
 
 
 @router.get("/healthz", tags=["service"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers. Does not wait for the model."""
-    return {"status": "ok"}
+async def healthz(core: BotCore = Depends(get_core)) -> dict[str, str | None]:
+    """Liveness: the process answers. Does not wait for the model; names it once loaded (and where it
+    came from when it follows a registered model)."""
+    return {"status": "ok", "model_version": core.engine.model_version, "model_source": core.engine.model_source}
 
 
 @router.get("/readyz", tags=["service"], responses={503: {"model": ErrorBody}})
@@ -229,7 +235,7 @@ async def readyz(core: BotCore = Depends(get_core)) -> Response:
         reasons = "; ".join(f"{name}: {engine.errors.get(name, 'loading')}" for name in missing)
         return error_response(503, "not_ready", f"Not loaded yet: {reasons}")
     return JSONResponse({"status": "ready", "model_version": engine.model_version,
-                         "index_version": engine.index_info.get("version")})
+                         "model_source": engine.model_source, "index_version": engine.index_info.get("version")})
 
 
 @router.get("/metrics", tags=["service"], response_class=PlainTextResponse)
