@@ -482,8 +482,17 @@ class Engine:
             self.vision_pool, decode_photos, photos, self.settings)
         return await self.identify_images(decoded.images), decoded
 
+    def _follow_model_soon(self) -> None:
+        """An engine without the background loader (the chat bots load lazily) looks for a moved alias when
+        photos come in: in a thread of its own, so no photo waits for a download."""
+        if (self.model_uri and self.classifier is not None
+                and time.monotonic() - self._model_checked_at >= self.settings.model_check_s
+                and (self._loader is None or not self._loader.is_alive())):
+            threading.Thread(target=self.follow_model, name="model-follower", daemon=True).start()
+
     async def identify_images(self, images: list[Any]):
         """Decoded photos of one observation -> Identification. A single photo joins the batch."""
+        self._follow_model_soon()
         loop = asyncio.get_running_loop()
         classifier = self.classifier or await loop.run_in_executor(self.vision_pool, self.get_classifier)
         if len(images) > 1 or self.max_batch <= 1:
@@ -506,6 +515,7 @@ class Engine:
 
     async def identify_each(self, photos: Sequence[bytes]) -> tuple[list[Any], Decoded]:
         """Each photo on its own -> (identifications of the readable ones, what was decoded)."""
+        self._follow_model_soon()
         loop = asyncio.get_running_loop()
         decoded = await loop.run_in_executor(self.vision_pool, decode_photos, photos, self.settings)
         classifier = self.classifier or await loop.run_in_executor(self.vision_pool, self.get_classifier)

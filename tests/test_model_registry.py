@@ -69,13 +69,13 @@ def register_and_promote(tmp: Path, data: Path, name: str) -> None:
     assert vision_main(["promote", "--data", str(data), "--synthetic_images", "4", "--out", str(tmp / "p")]) == 0
 
 
-def follower(tmp: Path):
+def follower(tmp: Path, **settings):
     """A local engine following the champion of the test registry, its model loaded."""
     from bot.engine import Engine
     from bot.settings import Settings
 
     engine = Engine.local(Settings(_env_file=None, MODEL_URI="models:/mushroom-vision-test@champion",
-                                   CHROMA_PATH=str(tmp / "chroma")))
+                                   CHROMA_PATH=str(tmp / "chroma"), **settings))
     engine.load_classifier()
     return engine
 
@@ -180,6 +180,9 @@ def test_register_promote_hot_swap_refuse_and_roll_back_under_load(registry_env,
     report = json.loads((tmp / "monitor" / "report.json").read_text())
     assert report["model_version"] == "good" and report["predictions"] > 0
     assert report["reference_photos"] == 4 and report["top1_probability"]["ks_p_value"] is not None
+    logged = [json.loads(line) for line in (tmp / "predictions.jsonl").read_text().splitlines()]
+    assert {row["model_version"] for row in logged} == {"weak", "good"} and all(len(r["embedding"]) == 16 for r in logged)
+    assert not any("user" in row or "photo" in row for row in logged)  # no user, no photo: outputs only
     assert status == (1 if report["alerts"] else 0)
     assert all((tmp / "monitor" / name).stat().st_size > 1000 for name in ("confidence.png", "verdicts.png"))
     assert "Model good" in (tmp / "monitor" / "report.html").read_text()
@@ -194,13 +197,17 @@ def test_monitor_flags_a_shift_and_stays_quiet_without_one(tmp_path):
     reference = {"model_version": "m", "top1_probability": rng.beta(8, 2, 400).tolist(),
                  "verdicts": ["edible"] * 300 + ["deadly"] * 100, "abstention_rate": 0.05}
 
-    def stream(a, b, abstain):
-        return [{"model_version": "m", "top_k": [["x", float(p)]], "verdict": "edible", "abstained": i < abstain}
-                for i, p in enumerate(rng.beta(a, b, 400))]
+    reference["embeddings"] = rng.normal(0, 1, (400, 16)).tolist()
 
-    assert compare(stream(8, 2, 20), reference)["alerts"] == []
-    shifted = compare(stream(2, 3, 150), reference)
-    assert len(shifted["alerts"]) == 3 and shifted["top1_probability"]["psi"] > 0.25
+    def stream(a, b, abstain, shift=0.0):
+        return [{"model_version": "m", "top_k": [["x", float(p)]], "verdict": "edible", "abstained": i < abstain,
+                 "embedding": (rng.normal(0, 1, 16) + shift).tolist()} for i, p in enumerate(rng.beta(a, b, 400))]
+
+    same = compare(stream(8, 2, 20), reference)
+    assert same["alerts"] == [] and 0.35 < same["embedding_drift_auc"] < 0.65
+    shifted = compare(stream(2, 3, 150, shift=1.0), reference)
+    assert len(shifted["alerts"]) == 4 and shifted["top1_probability"]["psi"] > 0.25
+    assert shifted["embedding_drift_auc"] > 0.9 and "embeddings" in shifted["alerts"][-1]
 
 
 def test_a_model_that_fails_to_load_leaves_the_old_one_serving(registry_env, tmp_path):
@@ -275,9 +282,25 @@ def test_with_no_champion_yet_the_engine_serves_the_bundled_release_and_swaps_on
 
     if not bundled_model_available():
         pytest.skip("the bundled release is not in this checkout")
-    engine = follower(tmp_path)  # nothing registered: the bundled release meanwhile
+    import asyncio
+
+    from api_support import photo_bytes
+
+    # A lazy engine, as the chat bots hold: no loader thread; photos coming in make it look.
+    engine = follower(tmp_path, MODEL_CHECK_S=0.1)  # nothing registered: the bundled release meanwhile
     assert engine.model_version and engine.model_registry_version is None
     register_and_promote(tmp_path, make_folder(tmp_path / "img", TINY_PHOTOS), "first")
-    engine.follow_model(now=True)
-    assert (engine.model_version, engine.model_registry_version) == ("first", "1")
+
+    async def photos_until_swapped() -> list[str]:
+        versions = []
+        for i in range(100):
+            result, _ = await engine.identify([photo_bytes(i)])
+            versions.append(result.model_version)
+            if engine.model_registry_version == "1":
+                break
+            await asyncio.sleep(0.1)
+        return versions
+
+    versions = asyncio.run(photos_until_swapped())
+    assert versions[0] != "first" and engine.model_version == "first"  # each photo answered meanwhile
     engine.close()

@@ -37,7 +37,7 @@ from PIL import Image
 from config import onnx_files
 from vision_model.images import DEFAULT_MAX_PIXELS, decode_image, to_rgb
 from vision_model.release import read_labels, read_preprocessor_config, resolve_model_dir
-from vision_model.verdict import SafetyConfig, decide, energy_score, softmax
+from vision_model.verdict import SafetyConfig, decide, energy_score, output_embedding, softmax
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,9 @@ class Identification:
     # The deadly and poisonous species among the candidates, most probable first (at most
     # DANGEROUS_SHOWN): the species behind a dangerous or unknown verdict, named to the user.
     dangerous: list[Prediction] = field(default_factory=list)
+    # The model's view of the image(s), small: vision_model.verdict.output_embedding of the logits (for drift
+    # monitoring; not part of to_dict).
+    embedding: list[float] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -476,7 +479,7 @@ class Classifier:
         """Calibrated probabilities (N, n_labels): softmax(logits / temperature)."""
         return softmax(self.logits(images), self.safety.temperature)
 
-    def _identification(self, probs: np.ndarray, energy: float, n_images: int) -> Identification:
+    def _identification(self, probs: np.ndarray, energy: float, n_images: int, logits: np.ndarray) -> Identification:
         result = decide(probs, self.labels, self._edibility, self.safety, energy=energy)
         k = min(TOP_K, len(self.labels))
         order = np.argsort(-probs, kind="stable")
@@ -492,6 +495,7 @@ class Classifier:
             danger_probability=result.danger_probability,
             model_version=self.version,
             n_images=n_images,
+            embedding=output_embedding(logits)[0].tolist(),
         )
 
     def identify(self, images: Sequence[ImageInput] | ImageInput) -> Identification:
@@ -501,14 +505,14 @@ class Classifier:
         logits = self.logits(images)
         probs = softmax(logits, self.safety.temperature).mean(axis=0)
         energy = float(energy_score(logits, self.safety.temperature).mean())
-        return self._identification(probs, energy, len(logits))
+        return self._identification(probs, energy, len(logits), logits.mean(axis=0))
 
     def identify_each(self, images: Sequence[ImageInput]) -> list[Identification]:
         """One result per photo (each its own mushroom); decoded and preprocessed as one batch."""
         logits = self.logits(images)
         probs = softmax(logits, self.safety.temperature)
         energies = energy_score(logits, self.safety.temperature)
-        return [self._identification(p, float(e), 1) for p, e in zip(probs, energies, strict=True)]
+        return [self._identification(p, float(e), 1, row) for p, e, row in zip(probs, energies, logits, strict=True)]
 
 
 _shared: dict[str, Classifier] = {}

@@ -46,7 +46,7 @@ from vision_model.metrics import (
     risk_coverage,
 )
 from vision_model.release import read_labels, read_train_info, trained_splits
-from vision_model.verdict import SafetyConfig, softmax
+from vision_model.verdict import SafetyConfig, output_embedding, softmax
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +258,8 @@ def main(args: EvaluateArguments) -> dict:
     # What `monitor` compares served predictions with: each held-out photo's top-1 probability and verdict.
     (out / "reference.json").write_text(json.dumps({
         "model_version": safety.version, "top1_probability": [round(float(x), 6) for x in probs.max(1)],
-        "verdicts": photo_verdicts, "abstention_rate": safety_figures["photos"]["abstention_rate"]}))
+        "verdicts": photo_verdicts, "abstention_rate": safety_figures["photos"]["abstention_rate"],
+        "embeddings": np.round(output_embedding(logits), 4).tolist()}))
     tracking.record(
         "evaluate", args, {k: metrics[k] for k in ("n", "main", "fewshot", "overall_top1", "calibration", "safety",
                                                    "risk_coverage")},

@@ -7,10 +7,12 @@ evaluation.
 - `python -m vision_model monitor --predictions var/predictions.jsonl --report reports/vision --out DIR`:
   the recent predictions of one model version against the same model's held-out evaluation
   (`evaluate` writes reference.json beside metrics.json): the distribution of the top-1 probability
-  (two-sample Kolmogorov-Smirnov test and the population stability index), the verdict mix and the
-  abstention rate. Writes report.json, two PNG plots and report.html; exits 1 when a check fails.
-SciPy's tests are enough for these two distributions; a drift library (Evidently) would add a large
-dependency for the same two numbers.
+  (two-sample Kolmogorov-Smirnov test and the population stability index), the verdict mix, the
+  abstention rate, and the drift of the images' embeddings (`verdict.output_embedding`: a classifier two-sample
+  test, the AUC of a logistic regression separating served from evaluation embeddings). Writes
+  report.json, two PNG plots and report.html; exits 1 when a check fails.
+SciPy's and scikit-learn's tests are enough for these; a drift library (Evidently) would add a large
+dependency for the same numbers.
 """
 
 from __future__ import annotations
@@ -29,12 +31,32 @@ from pathlib import Path
 import numpy as np
 
 from vision_model import cli
+from vision_model.verdict import EMBEDDING_DIMS
 
 REFERENCE_FILE = "reference.json"
 BINS = np.linspace(0.0, 1.0, 11)
 # The checks, fixed here: p-value of the KS test, PSI (0.1 small, 0.25 large shift by the usual reading),
-# and how far the abstention rate may move (absolute).
-KS_P_MIN, PSI_MAX, ABSTENTION_SHIFT_MAX = 0.01, 0.25, 0.15
+# how far the abstention rate may move (absolute), and the AUC at which served images are told apart from
+# the evaluation's by their embeddings.
+KS_P_MIN, PSI_MAX, ABSTENTION_SHIFT_MAX, EMBEDDING_AUC_MAX = 0.01, 0.25, 0.15, 0.75
+
+
+def embedding_drift(reference: np.ndarray, live: np.ndarray) -> float | None:
+    """Classifier two-sample test: cross-validated ROC AUC of a logistic regression told to separate the
+    evaluation's embeddings from the served ones (0.5: indistinguishable; 1: wholly different). None when
+    either side has fewer than 10."""
+    if len(reference) < 10 or len(live) < 10:
+        return None
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.concatenate([reference, live])
+    y = np.concatenate([np.zeros(len(reference)), np.ones(len(live))])
+    folds = StratifiedKFold(n_splits=min(5, len(reference), len(live)), shuffle=True, random_state=0)
+    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced", max_iter=1000))
+    return float(cross_val_score(model, x, y, cv=folds, scoring="roc_auc").mean())
 
 
 class PredictionLog:
@@ -62,6 +84,8 @@ class PredictionLog:
             "photos": photos,
             "door": door,
         }
+        if getattr(result, "embedding", None) is not None:
+            line["embedding"] = [round(float(x), 4) for x in result.embedding]
         self._logger.info(json.dumps(line, ensure_ascii=False))
 
 
@@ -115,6 +139,11 @@ def compare(recent: list[dict], reference: dict) -> dict:
             for v in sorted(set(live_verdicts) | set(ref_verdicts))
         },
         "abstention_rate": {"recent": live_abstain, "reference": ref_abstain},
+        "embedding_drift_auc": embedding_drift(
+            np.array(reference.get("embeddings") or [], dtype=float).reshape(-1, EMBEDDING_DIMS),
+            np.array([row["embedding"] for row in recent if row.get("embedding")], dtype=float).reshape(
+                -1, EMBEDDING_DIMS),
+        ),
     }
     alerts = []
     stats = report["top1_probability"]
@@ -124,6 +153,10 @@ def compare(recent: list[dict], reference: dict) -> dict:
         alerts.append(f"population stability index {stats['psi']:.2f} > {PSI_MAX}")
     if abs(live_abstain - ref_abstain) > ABSTENTION_SHIFT_MAX:
         alerts.append(f"abstention rate {live_abstain:.0%} against {ref_abstain:.0%} in evaluation")
+    auc = report["embedding_drift_auc"]
+    if auc is not None and auc > EMBEDDING_AUC_MAX:
+        alerts.append(f"served images are told apart from the evaluation's by their embeddings (AUC {auc:.2f} "
+                      f"> {EMBEDDING_AUC_MAX})")
     report["alerts"] = alerts
     return report
 

@@ -206,3 +206,17 @@ def decide(
             "inedible" if inedible >= caution else "edible_with_caution", False, danger_probability
         )
     return VerdictResult("unknown", False, danger_probability)
+
+
+EMBEDDING_DIMS = 16
+
+
+def output_embedding(logits: np.ndarray) -> np.ndarray:
+    """The model's view of each image, small enough to log: its logits (the image's feature vector as the
+    head projects it), centred (softmax ignores an offset) and reduced to EMBEDDING_DIMS by a fixed random
+    projection (seeded by the label count, so a model's evaluation and its serving use the same one)."""
+    logits = np.atleast_2d(np.asarray(logits, dtype=np.float64))
+    centred = logits - logits.mean(axis=1, keepdims=True)
+    rng = np.random.default_rng(logits.shape[1])
+    projection = rng.standard_normal((logits.shape[1], EMBEDDING_DIMS)) / np.sqrt(EMBEDDING_DIMS)
+    return centred @ projection
