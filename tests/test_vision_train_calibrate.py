@@ -11,7 +11,7 @@ from vision_model.calibrate import (
     tune_thresholds,
 )
 from vision_model.heldout import build_tuning_set, synthetic_images
-from vision_model.metrics import evaluate_with_decide, expected_calibration_error, nll
+from vision_model.metrics import danger_figures, evaluate_with_decide, expected_calibration_error, nll
 from vision_model.verdict import SafetyConfig, energy_score, softmax
 
 LABELS = [
@@ -168,3 +168,15 @@ def test_never_edible_fallback_keeps_answers_and_abstains_only_when_unsure():
     assert checked["edible_verdicts"] == 0
     assert "inedible" in checked["verdicts"]  # confident answers survive
     assert checked["abstention_rate"] < 0.5
+
+
+def test_danger_recall_counts_warnings_and_false_alarms_count_warnings_on_edible_photos():
+    verdicts = ["deadly", "unknown", "poisonous", "edible", "poisonous", "unknown", "edible"]
+    truth = ["deadly", "deadly", "poisonous", "poisonous", "edible", "edible", "edible_with_caution"]
+    figures = danger_figures(verdicts, truth)
+    # 2 of 4 dangerous photos warned ("unknown" is safe but names no danger; "edible" is a dangerous error).
+    assert figures["dangerous_photos"] == 4 and figures["danger_recall"] == 0.5
+    # 1 of 3 edible photos got a warning ("unknown" is not an alarm).
+    assert figures["edible_photos"] == 3 and abs(figures["false_alarm_rate"] - 1 / 3) < 1e-9
+    assert danger_figures([], []) == {"dangerous_photos": 0, "danger_recall": None, "edible_photos": 0,
+                                      "false_alarm_rate": None}

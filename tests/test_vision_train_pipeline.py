@@ -211,6 +211,17 @@ def test_evaluate_writes_report_plots_and_json(trained):
     assert saved["fewshot"]["n"] == 4 and 0.0 <= saved["fewshot"]["top1"] <= 1.0
     assert saved["safety"]["open_set"]["n"] == 4 + 6
     assert set(saved["calibration"]) >= {"ece_before", "ece_after", "temperature"}
+    # Issue 23's figures: the 4 test photos are all rare (5-photo classes): amanita_phalloides (deadly) and
+    # amanita_muscaria (poisonous) are the dangerous ones, boletus and cantharellus the edible ones; the open
+    # set judges the same 4 photos with their own class removed, against what they really are.
+    danger = saved["danger"]
+    assert danger["main"]["dangerous_photos"] == 0 and danger["main"]["danger_recall"] is None
+    assert (danger["rare"]["dangerous_photos"], danger["rare"]["edible_photos"]) == (2, 2)
+    assert (danger["open_set"]["dangerous_photos"], danger["open_set"]["edible_photos"]) == (2, 2)
+    assert all(0.0 <= d[k] <= 1.0 for d in (danger["rare"], danger["open_set"])
+               for k in ("danger_recall", "false_alarm_rate"))
+    reference = json.loads((out / "reference.json").read_text())
+    assert len(reference["top1_probability"]) == len(reference["verdicts"]) == len(reference["embeddings"]) == 4
 
 
 def test_export_writes_the_card_and_keeps_its_selection_note_for_the_same_model(trained, tmp_path):

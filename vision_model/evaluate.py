@@ -37,6 +37,7 @@ from vision_model.heldout import (
     synthetic_logits,
 )
 from vision_model.metrics import (
+    danger_figures,
     evaluate_with_decide,
     expected_calibration_error,
     group_metrics,
@@ -133,6 +134,29 @@ def plot_reliability(probs_before, probs_after, targets, path: Path) -> None:
     _save(fig, path)
 
 
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+def danger_by_group(tuning, kinds, photo_verdicts, photo_labels, is_main, fewshot_labels, labels, edibility,
+                    safety) -> dict:
+    """Danger recall and false-alarm rate (metrics.danger_figures) on main-class photos, rare-species photos,
+    and the open set: each rare species' photos scored with its own class removed, judged against what the
+    species really is (deadly, edible...), not against "unknown"."""
+    truth = [edibility(lab) for lab in photo_labels]
+    masked = kinds == "open_set_species"
+    open_verdicts = evaluate_with_decide(tuning.logits[masked], ["unknown"] * int(masked.sum()), labels, edibility,
+                                         safety)["verdicts"] if masked.any() else []
+    open_truth = [edibility(lab) for lab in photo_labels if lab in fewshot_labels]
+    return {
+        "main": danger_figures([v for v, m in zip(photo_verdicts, is_main, strict=True) if m],
+                               [t for t, m in zip(truth, is_main, strict=True) if m]),
+        "rare": danger_figures([v for v, m in zip(photo_verdicts, is_main, strict=True) if not m],
+                               [t for t, m in zip(truth, is_main, strict=True) if not m]),
+        "open_set": danger_figures(open_verdicts, open_truth),
+    }
+
+
 def check_held_out(model_dir: Path, args: EvaluateArguments, items) -> bool:
     """Whether the model never learnt from these photos: by their hashes when it keeps the list of
     photos it learnt from (any path, any split seed), else by its splits (a refit learnt val, a
@@ -201,6 +225,8 @@ def main(args: EvaluateArguments) -> dict:
         if name == "photos":
             photo_verdicts = verdicts
         safety_figures[name] = result
+    danger = danger_by_group(tuning, kinds, photo_verdicts, [lab for _, lab in items], is_main, fewshot_labels,
+                             labels, edibility, safety)
 
     metrics = {
         "model": str(model_dir),
@@ -221,6 +247,7 @@ def main(args: EvaluateArguments) -> dict:
             "nll_after": nll(logits, targets, safety.temperature),
         },
         "safety": safety_figures,
+        "danger": danger,
         "open_set_examples": {k: int((kinds == k).sum()) for k in ("open_set_species", "synthetic")},
         "labels_in_catalog": sum(edibility(lab) != "unknown" for lab in labels),
         "labels_not_in_model": unknown_labels,
@@ -262,7 +289,7 @@ def main(args: EvaluateArguments) -> dict:
         "embeddings": np.round(output_embedding(logits), 4).tolist()}))
     tracking.record(
         "evaluate", args, {k: metrics[k] for k in ("n", "main", "fewshot", "overall_top1", "calibration", "safety",
-                                                   "risk_coverage")},
+                                                   "danger", "risk_coverage")},
         [out / name for name in ("metrics.json", "per_class.csv", "reference.json", "confusion_main.png",
                                  "reliability.png", "risk_coverage.png")],
         {"model_version": str(safety.version), "photo_set": metrics["photo_set"], "held_out": str(held_out)},
@@ -272,7 +299,9 @@ def main(args: EvaluateArguments) -> dict:
         f"{args.split}: main top-1 {metrics['main']['top1'] or 0:.3f} top-3 {metrics['main']['top3'] or 0:.3f} | "
         f"few-shot top-1 {metrics['fewshot']['top1'] or 0:.3f} | dangerous errors "
         f"{safety_figures['all']['dangerous_errors']} | cost {safety_figures['all']['poison_cost']:.4f} | "
-        f"abstain {safety_figures['all']['abstention_rate']:.3f} -> {out}"
+        f"abstain {safety_figures['all']['abstention_rate']:.3f} | danger recall / false alarms: "
+        + ", ".join(f"{group} {pct(d['danger_recall'])} / {pct(d['false_alarm_rate'])}" for group, d in danger.items())
+        + f" -> {out}"
         + ("" if held_out else f" (NOT held out: the model was trained on these {args.split} photos)")
     )
     return metrics

@@ -26,6 +26,10 @@ POISON_COST = 100.0  # a poisonous-or-avoid photo (or an unknown species) called
 MISSED_EDIBLE_COST = 1.0  # an edible photo not called "edible"
 # Each edibility class counts as "dangerous if called edible" unless it is plain edible.
 SAFE_TO_CALL_EDIBLE = frozenset({"edible"})
+# Issue 23's two figures: a warning must catch the dangerous mushrooms and mean something on the others.
+DANGEROUS_TRUTH = frozenset({"deadly", "poisonous"})
+WARNING_VERDICTS = frozenset({"deadly", "poisonous"})
+EDIBLE_TRUTH = frozenset({"edible", "edible_with_caution"})
 CALIBRATION_BINS = 15
 
 
@@ -129,6 +133,20 @@ def risk_coverage(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, n
     coverage = answered / max(1, len(order))
     risk = np.cumsum(errors) / answered
     return coverage, risk, float(risk.mean()) if len(risk) else None
+
+
+def danger_figures(verdicts: Sequence[str], truth: Sequence[str]) -> dict:
+    """Danger recall: the share of photos of deadly or poisonous species given a deadly/poisonous verdict
+    (an "unknown" does not count: it is safe, but it names no danger). False-alarm rate: the share of photos
+    of edible species given a deadly/poisonous verdict (an "unknown" is not an alarm)."""
+    warned = [v in WARNING_VERDICTS for v, t in zip(verdicts, truth, strict=True) if t in DANGEROUS_TRUTH]
+    alarms = [v in WARNING_VERDICTS for v, t in zip(verdicts, truth, strict=True) if t in EDIBLE_TRUTH]
+    return {
+        "dangerous_photos": len(warned),
+        "danger_recall": mean_or_none(np.array(warned, dtype=bool)),
+        "edible_photos": len(alarms),
+        "false_alarm_rate": mean_or_none(np.array(alarms, dtype=bool)),
+    }
 
 
 def evaluate_with_decide(
