@@ -220,6 +220,9 @@ def test_evaluate_writes_report_plots_and_json(trained):
     assert (danger["open_set"]["dangerous_photos"], danger["open_set"]["edible_photos"]) == (2, 2)
     assert all(0.0 <= d[k] <= 1.0 for d in (danger["rare"], danger["open_set"])
                for k in ("danger_recall", "false_alarm_rate"))
+    # The int8 backend checked against the evaluated one on the same photos (issue 23: the default only at 100 %).
+    assert saved["parity"]["backend"] == "onnx-int8" and saved["parity"]["n"] == 4
+    assert 0 <= saved["parity"]["same"] <= 4 and saved["parity"]["rate"] == saved["parity"]["same"] / 4
     reference = json.loads((out / "reference.json").read_text())
     assert len(reference["top1_probability"]) == len(reference["verdicts"]) == len(reference["embeddings"]) == 4
 
@@ -391,6 +394,8 @@ def test_final_fit_learns_every_photo_and_its_card_shows_the_held_out_figures_of
     assert "final fit on all photos (train + validation + test) for 2 epochs" in card
     assert "## Metrics (test split, held out from `tiny-e2e`: the same recipe without the test photos)" in card
     assert "no held-out figure of them exists" in card
+    assert "| danger recall / false-alarm rate, open set |" in card
+    assert "| same species and verdict with onnx-int8 as with torch | " in card
     assert "Train 12, val 4, test 4 photos (these weights learnt from all 20;" in card
     command = export.reproduce_command(info)
     assert command.count("--include_test") == 1  # the twin and the refit hold the test photos out

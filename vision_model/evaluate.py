@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 class EvaluateArguments(HeldOutArguments):
     out: str = field(default=str(cli.REPORTS_DIR / "vision"), metadata={"help": "report directory"})
     split: str = field(default="test", metadata={"help": "which split to evaluate (test or val)"})
+    parity_backend: str = field(
+        default="onnx-int8",
+        metadata={"help": "also run the photos through this inference backend and report how often it gives the "
+                  "same species and verdict (issue 23: int8 becomes the default only at 100 %%); '' skips it"},
+    )
     allow_learnt_photos: bool = field(
         default=False,
         metadata={
@@ -132,6 +137,17 @@ def plot_reliability(probs_before, probs_after, targets, path: Path) -> None:
     ax.set_title("Reliability")
     ax.legend()
     _save(fig, path)
+
+
+def backend_parity(model_dir, items, logits, verdicts, labels, edibility, safety, args, cache_dir) -> dict | None:
+    """How often `parity_backend` gives the same top-1 species and verdict as the evaluated backend."""
+    if not args.parity_backend or args.parity_backend == args.backend:
+        return None
+    other = photo_logits(model_dir, items, cache_dir, args.parity_backend)
+    other_verdicts = evaluate_with_decide(other, ["unknown"] * len(other), labels, edibility, safety)["verdicts"]
+    same = (other.argmax(1) == logits.argmax(1)) & (np.array(other_verdicts) == np.array(verdicts))
+    return {"backend": args.parity_backend, "against": args.backend, "n": len(items), "same": int(same.sum()),
+            "rate": mean_or_none(same)}
 
 
 def pct(x: float | None) -> str:
@@ -225,6 +241,7 @@ def main(args: EvaluateArguments) -> dict:
         if name == "photos":
             photo_verdicts = verdicts
         safety_figures[name] = result
+    parity = backend_parity(model_dir, items, logits, photo_verdicts, labels, edibility, safety, args, cache_dir)
     danger = danger_by_group(tuning, kinds, photo_verdicts, [lab for _, lab in items], is_main, fewshot_labels,
                              labels, edibility, safety)
 
@@ -248,6 +265,7 @@ def main(args: EvaluateArguments) -> dict:
         },
         "safety": safety_figures,
         "danger": danger,
+        "parity": parity,
         "open_set_examples": {k: int((kinds == k).sum()) for k in ("open_set_species", "synthetic")},
         "labels_in_catalog": sum(edibility(lab) != "unknown" for lab in labels),
         "labels_not_in_model": unknown_labels,
@@ -301,6 +319,7 @@ def main(args: EvaluateArguments) -> dict:
         f"{safety_figures['all']['dangerous_errors']} | cost {safety_figures['all']['poison_cost']:.4f} | "
         f"abstain {safety_figures['all']['abstention_rate']:.3f} | danger recall / false alarms: "
         + ", ".join(f"{group} {pct(d['danger_recall'])} / {pct(d['false_alarm_rate'])}" for group, d in danger.items())
+        + (f" | {parity['backend']} parity {parity['same']}/{parity['n']}" if parity else "")
         + f" -> {out}"
         + ("" if held_out else f" (NOT held out: the model was trained on these {args.split} photos)")
     )

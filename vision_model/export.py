@@ -243,6 +243,20 @@ def split_line(info: dict) -> str:
     return line + "."
 
 
+def danger_rows(m: dict) -> list[str]:
+    """Issue 23's figures and the int8 parity, where the report has them (reports before them do not)."""
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    rows = [f"| danger recall / false-alarm rate, {group.replace('_', ' ')} | {pct(d['danger_recall'])} / "
+            f"{pct(d['false_alarm_rate'])} |" for group, d in (m.get("danger") or {}).items()]
+    parity = m.get("parity")
+    if parity:
+        rows.append(f"| same species and verdict with {parity['backend']} as with {parity['against']} | "
+                    f"{parity['same']} of {parity['n']} |")
+    return rows
+
+
 def dataset_line(info: dict) -> str:
     """The dataset version (vision_model.dataset) and the folders it came from."""
     ds = info.get("dataset")
@@ -332,6 +346,7 @@ def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str |
             f"{pct(s['open_set']['abstention_rate'])} |",
             f"| ECE before / after temperature | {m['calibration']['ece_before']:.3f} / "
             f"{m['calibration']['ece_after']:.3f} |",
+            *danger_rows(m),
             "",
             f"Open set = test photos of few-shot species with their own class removed + synthetic non-mushroom "
             f"images ({m.get('open_set_examples')}). Labels with a catalog entry at evaluation time: "

@@ -123,8 +123,9 @@ def model_logits(
     """Logits exactly as the production Classifier computes them (cached by weights + keys; no
     cache when cache_dir is None)."""
     cache_path = None
-    if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"{_fingerprint(model_dir, list(keys))}.npy"
+    if cache_dir is not None:  # one file per backend: int8 logits are not float32's
+        suffix = "" if backend == "torch" else f"-{backend}"
+        cache_path = Path(cache_dir) / f"{_fingerprint(model_dir, list(keys))}{suffix}.npy"
         if cache_path.exists():
             return np.load(cache_path)
     from tqdm.auto import tqdm
