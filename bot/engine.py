@@ -464,7 +464,6 @@ class Engine:
                 self.errors["model_update"] = f"{type(error).__name__}: {error}"
                 log.warning("could not move to the model %s points at: %s", self.model_uri, error)
                 return
-            classifier.registry_version = version
             previous = self.model_version
             self.model_registry_version = version
             self.classifier = classifier  # one reference: requests in flight finish on the old one

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,26 @@ def writable_dir(preferred: Path, fallback_name: str) -> Path:
     log.warning("ONNX cache %s is not writable; using %s", preferred, fallback)
     fallback.mkdir(parents=True, exist_ok=True)
     return fallback
+
+
+def cached_graph(
+    preferred: Path, stem: str, fallback_name: str, export: Callable[[Path], object], *, int8: bool = False
+) -> Path:
+    """`<stem>.onnx` (or `<stem>.int8.onnx`) in the cache: found where it is (e.g. exported into a read-only
+    cache at image build time), else exported by `export(path)` once, and quantised once for int8."""
+    name = f"{stem}.int8.onnx" if int8 else f"{stem}.onnx"
+    if (preferred / name).is_file():
+        return preferred / name
+    folder = writable_dir(preferred, fallback_name)
+    fp32_path = folder / f"{stem}.onnx"
+    if not fp32_path.is_file():
+        log.info("exporting to ONNX (once per set of weights) -> %s", fp32_path)
+        export(fp32_path)
+    if not int8:
+        return fp32_path
+    if not (folder / name).is_file():
+        quantize_int8(fp32_path, folder / name)
+    return folder / name
 
 
 def quantize_int8(fp32_path: Path, out_path: Path) -> Path:

@@ -173,21 +173,9 @@ def export_onnx(model_path: Path, out_path: Path) -> Path:
 
 def ensure_onnx(model_path: Path, cache_dir: Path | None = None, *, int8: bool = False) -> Path:
     """The cached graph for these weights, exported (and quantised) first when missing (about 10 s, once)."""
-    cache_dir = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    stem = f"minilm-{weights_fingerprint(model_path)}"
-    name = f"{stem}.int8.onnx" if int8 else f"{stem}.onnx"
-    if (cache_dir / name).is_file():  # e.g. exported at image build time into a read-only cache
-        return cache_dir / name
-    cache_dir = onnx_files.writable_dir(cache_dir, "mushroom_minilm_onnx")
-    fp32_path = cache_dir / f"{stem}.onnx"
-    if not fp32_path.is_file():
-        log.info("exporting the sentence-embedding model to ONNX (once) -> %s", fp32_path)
-        export_onnx(model_path, fp32_path)
-    if not int8:
-        return fp32_path
-    if not (cache_dir / name).is_file():
-        onnx_files.quantize_int8(fp32_path, cache_dir / name)
-    return cache_dir / name
+    return onnx_files.cached_graph(Path(cache_dir) if cache_dir is not None else onnx_cache_dir(),
+                                   f"minilm-{weights_fingerprint(model_path)}", "mushroom_minilm_onnx",
+                                   lambda path: export_onnx(model_path, path), int8=int8)
 
 
 class OnnxEncoder:

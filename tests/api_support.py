@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import socket
 import struct
+import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -45,3 +48,30 @@ def api_settings(tmp: Path, **env: object) -> Settings:
 
 def files(*blobs: bytes, name: str = "photo.jpg") -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("image", (f"{i}-{name}", blob, "image/jpeg")) for i, blob in enumerate(blobs)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    """Until `url` answers 200 (a server started by the test); AssertionError with the server's stderr when it
+    died, or after `timeout` seconds."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process is not None and process.poll() is not None:
+            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise AssertionError(f"the server exited ({process.returncode}): {err[-2000:]}")
+        time.sleep(0.3)
+    if process is not None:
+        process.kill()
+    raise AssertionError(f"nothing answered at {url} within {timeout:.0f} s")

@@ -16,15 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from api_support import free_port, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY_BYTES = 50 * 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:
@@ -48,17 +43,7 @@ def server(tmp_path_factory):
            "VISION_ONNX_CACHE": str(tmp / "onnx")}
     proc = subprocess.Popen([sys.executable, "-m", "bot", "api", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("the API did not start")
+    wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc, timeout=120)
     yield proc, port
     proc.terminate()
     proc.wait(timeout=20)

@@ -17,6 +17,7 @@ import socket
 
 import httpx
 import pytest
+from api_support import free_port
 from bot_support import FakeTelegram, jpeg, make_core, make_settings, tiny_model
 from telegram import Update
 from telegram.ext import Application
@@ -73,12 +74,6 @@ def test_webhook_url_selects_webhook_mode_and_polling_otherwise(tmp_path, deadly
     mode, _ = how_run_telegram_starts(webhook_settings(tmp_path, TELEGRAM_WEBHOOK_URL=None), deadly_model,
                                       monkeypatch)
     assert mode == "polling"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_is_free(port: int) -> bool:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from api_support import free_port, wait_until_serving
 from vision_support import (  # noqa: F401 - vision_caches_outside_the_checkout is autouse
     TINY_PHOTOS,
     make_folder,
@@ -236,19 +237,15 @@ def test_the_compose_mlflow_server_serves_the_registry_to_the_engine(registry_en
     a model registered and promoted through it (artifacts uploaded through the server) is what an engine
     following models:/...@champion over HTTP serves."""
     import os
-    import socket
     import subprocess
     import sys
 
-    import httpx
     import yaml
 
 
     compose = yaml.safe_load((Path(__file__).resolve().parent.parent / "docker" / "compose.yaml").read_text())
     command = compose["services"]["mlflow"]["command"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     swap = {"0.0.0.0": "127.0.0.1", "5000": str(port), "sqlite:////app/var/mlflow/mlflow.db":
             f"sqlite:///{tmp_path / 'server' / 'mlflow.db'}", "/app/var/mlflow/artifacts": str(tmp_path / "server" / "artifacts")}
     argv = [swap.get(a, a) for a in command]
@@ -258,14 +255,7 @@ def test_the_compose_mlflow_server_serves_the_registry_to_the_engine(registry_en
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError(server.stderr.read1().decode() if server.poll() is not None else "no /health")
+        wait_until_serving(f"{url}/health", server)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         register_and_promote(tmp_path, make_folder(tmp_path / "img", TINY_PHOTOS), "served")
         engine = follower(tmp_path)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from api_support import free_port
 from PIL import Image
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
@@ -28,12 +28,6 @@ if not CHROMIUM:
     pytest.skip("no Chromium on this machine (apt-get install chromium)", allow_module_level=True)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -299,22 +299,9 @@ def ensure_onnx(
     shipped = model_dir / ("model.int8.onnx" if int8 else "model.onnx")
     if shipped.is_file():
         return shipped
-    preferred = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    fingerprint = weights_fingerprint(model_dir)
-    name = f"{fingerprint}.int8.onnx" if int8 else f"{fingerprint}.onnx"
-    if (preferred / name).is_file():  # e.g. exported at image build time into a read-only cache
-        return preferred / name
-    cache_dir = onnx_files.writable_dir(preferred, "vision_model_onnx")
-    fp32_path = cache_dir / f"{fingerprint}.onnx"
-    if not fp32_path.is_file():
-        log.info("exporting %s to ONNX (once per set of weights) -> %s", model_dir, fp32_path)
-        export_onnx(model_dir, fp32_path, input_size)
-    if not int8:
-        return fp32_path
-    int8_path = cache_dir / name
-    if not int8_path.is_file():
-        onnx_files.quantize_int8(fp32_path, int8_path)
-    return int8_path
+    return onnx_files.cached_graph(Path(cache_dir) if cache_dir is not None else onnx_cache_dir(),
+                                   weights_fingerprint(model_dir), "vision_model_onnx",
+                                   lambda path: export_onnx(model_dir, path, input_size), int8=int8)
 
 
 class OnnxRunner:

@@ -173,11 +173,11 @@ def danger_by_group(tuning, kinds, photo_verdicts, photo_labels, is_main, fewsho
     }
 
 
-def check_held_out(model_dir: Path, args: EvaluateArguments, items) -> bool:
+def check_held_out(model_dir: Path, args: EvaluateArguments, items, hashes: list[str]) -> bool:
     """Whether the model never learnt from these photos: by their hashes when it keeps the list of
     photos it learnt from (any path, any split seed), else by its splits (a refit learnt val, a
     final fit test too). Photos it learnt from are refused unless --allow_learnt_photos."""
-    learnt = learnt_photos(model_dir, items)
+    learnt = learnt_photos(model_dir, items, hashes)
     if learnt is None:
         held_out = args.split not in trained_splits(read_train_info(model_dir))
         reason = f"it was trained on the {args.split} photos"
@@ -207,7 +207,8 @@ def main(args: EvaluateArguments) -> dict:
     every = load_splits(args.data_dir, args.splits, args.seed, args.min_photos)
     counts = Counter(lab for items in every.values() for _, lab in items)
     items = [(p, lab) for p, lab in every[args.split] if lab in index]
-    held_out = check_held_out(model_dir, args, items)
+    hashes = [file_sha256(p) for p, _ in items]  # read once: the learnt-photo check and the photo set
+    held_out = check_held_out(model_dir, args, items, hashes)
     unknown_labels = sorted({lab for _, lab in every[args.split] if lab not in index})
     cache_dir = Path(args.cache_dir) if args.cache_dir else None
     logits = photo_logits(model_dir, items, cache_dir, args.backend)
@@ -252,7 +253,7 @@ def main(args: EvaluateArguments) -> dict:
         "held_out": held_out,
         "n": len(items),
         # Which photos these figures are of (vision_model.release_rule compares models only on the same ones).
-        "photo_set": dataset_version((file_sha256(p), lab) for p, lab in items),
+        "photo_set": dataset_version(zip(hashes, (lab for _, lab in items), strict=True)),
         "main": group_metrics(probs, targets, is_main, main_ids),
         "fewshot": group_metrics(probs, targets, ~is_main, few_ids),
         "overall_top1": mean_or_none(probs.argmax(1) == targets),

@@ -50,16 +50,19 @@ class LearntPhotos(ValueError):
     """Photos a model learnt from, offered as held-out ones."""
 
 
-def learnt_photos(model_dir: Path, items: Sequence[tuple[Path, str]]) -> list[Path] | None:
-    """The photos among `items` whose SHA-256 the model learnt from (None: it keeps no manifest,
-    so only its splits can tell; see vision_model.dataset)."""
+def learnt_photos(
+    model_dir: Path, items: Sequence[tuple[Path, str]], hashes: Sequence[str] | None = None
+) -> list[Path] | None:
+    """The photos among `items` whose SHA-256 (`hashes`, when the caller has them) the model learnt from
+    (None: it keeps no manifest, so only its splits can tell; see vision_model.dataset)."""
     from vision_model.data import file_sha256
     from vision_model.dataset import learnt_hashes
 
     learnt = learnt_hashes(model_dir)
     if learnt is None:
         return None
-    return [path for path, _ in items if file_sha256(path) in learnt]
+    hashes = hashes if hashes is not None else [file_sha256(path) for path, _ in items]
+    return [path for (path, _), digest in zip(items, hashes, strict=True) if digest in learnt]
 
 
 def synthetic_images(n: int, seed: int = 0, size: int = 256) -> list[Image.Image]:

@@ -155,17 +155,18 @@ def _history(client, name: str) -> list[str]:
 
 
 def _common_photos(args: PromoteArguments, dirs: dict[str, Path], work: Path) -> tuple[Path, int]:
-    """A splits.json whose `split` holds only photos none of the models learnt from (by hash)."""
+    """A splits.json whose `split` holds only photos none of the models (version -> directory) learnt from."""
     from vision_model.data import file_sha256, load_splits
     from vision_model.dataset import learnt_hashes
     from vision_model.release import read_train_info, trained_splits
 
     every = load_splits(args.data_dir, args.splits, args.seed, args.min_photos)
     learnt: set[str] = set()
-    for who, model_dir in dirs.items():
+    for version, model_dir in dirs.items():
         hashes = learnt_hashes(model_dir)
         if hashes is None and args.split in trained_splits(read_train_info(model_dir)):
-            raise ValueError(f"{who} keeps no list of the photos it learnt from and learnt its {args.split} split")
+            raise ValueError(f"version {version} keeps no list of the photos it learnt from and learnt its "
+                             f"{args.split} split")
         learnt |= hashes or set()
     kept = [(p, lab) for p, lab in every[args.split] if file_sha256(p) not in learnt]
     # Absolute paths under the root "/" (evaluate is given data_dir=["/"]); the other splits stay for the
@@ -184,7 +185,7 @@ def _measure(args: PromoteArguments, model_dir: Path, splits: Path, out: Path) -
     metrics = evaluate.main(evaluate.EvaluateArguments(
         model=str(model_dir), data_dir=["/"], splits=str(splits), seed=args.seed, min_photos=args.min_photos,
         synthetic_images=args.synthetic_images, backend=args.backend, cache_dir=args.cache_dir,
-        out=str(out), split=args.split))
+        out=str(out), split=args.split, parity_backend=""))  # the rule reads no parity: one pass per model
     return Figures.from_metrics(metrics)
 
 
@@ -196,13 +197,12 @@ def promote(args: PromoteArguments) -> int:
         return 1
     challenger = str(versions[-1] if args.model == "latest" else int(args.model))
     history = _history(client, name)
-    champion = history[-1] if history else None
+    champion = client.get_registered_model(name).aliases.get(CHAMPION)  # the alias is the truth; history for rollback
+    champion = None if champion is None else str(champion)
     if champion == challenger:
         print(f"version {challenger} is already the champion")
         return 0
-    dirs = {f"version {challenger}": download(name, challenger)}
-    if champion:
-        dirs[f"champion (version {champion})"] = download(name, champion)
+    dirs = {version: download(name, version) for version in (challenger, champion) if version}
     with tempfile.TemporaryDirectory() as work:
         try:
             splits, n = _common_photos(args, dirs, Path(work))
@@ -212,10 +212,8 @@ def promote(args: PromoteArguments) -> int:
         if n == 0:
             print("promote refused: no held-out photo that neither model learnt from", file=sys.stderr)
             return 1
-        figures = {who: _measure(args, d, splits, Path(args.out) / who.split("(")[-1].strip(")").replace(" ", "-"))
-                   for who, d in dirs.items()}
-    new = figures[f"version {challenger}"]
-    old = figures.get(f"champion (version {champion})") if champion else None
+        figures = {v: _measure(args, d, splits, Path(args.out) / f"version-{v}") for v, d in dirs.items()}
+    new, old = figures[challenger], figures.get(champion)
     reasons = release_rule(new, old)
     client.set_model_version_tag(name, challenger, "promotion", "refused: " + "; ".join(reasons) if reasons else "promoted")
     if reasons:

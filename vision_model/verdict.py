@@ -29,6 +29,7 @@ validation photos (e.g. the 95th percentile of their energies); None disables th
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -217,6 +218,12 @@ def output_embedding(logits: np.ndarray) -> np.ndarray:
     projection (seeded by the label count, so a model's evaluation and its serving use the same one)."""
     logits = np.atleast_2d(np.asarray(logits, dtype=np.float64))
     centred = logits - logits.mean(axis=1, keepdims=True)
-    rng = np.random.default_rng(logits.shape[1])
-    projection = rng.standard_normal((logits.shape[1], EMBEDDING_DIMS)) / np.sqrt(EMBEDDING_DIMS)
-    return centred @ projection
+    return centred @ _projection(logits.shape[1])
+
+
+@functools.cache
+def _projection(n_labels: int) -> np.ndarray:
+    """Drawn once per label count (every identification uses it; the draw is the costly part)."""
+    projection = np.random.default_rng(n_labels).standard_normal((n_labels, EMBEDDING_DIMS)) / np.sqrt(EMBEDDING_DIMS)
+    projection.setflags(write=False)
+    return projection
