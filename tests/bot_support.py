@@ -254,3 +254,14 @@ def interaction(kind: int, data: dict, message: dict | None = None) -> dict:
     if message is not None:
         payload["message"] = message
     return payload
+
+
+def assert_no_raw_user_id(row: dict, user_id: object) -> None:
+    """A stored feedback row names its user by a salted hash only: no value is the id, and the id appears
+    nowhere outside a hex digest (where a few digits occur by chance, e.g. '777' inside a SHA-256)."""
+    import json
+    import re
+
+    stored = re.sub(r"[0-9a-f]{32,}", "", json.dumps(dict(row), default=str))
+    assert str(user_id) not in stored, stored
+    assert all(str(value) != str(user_id) for value in dict(row).values())

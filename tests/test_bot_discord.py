@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import discord
 import pytest
-from bot_support import FakeDiscord, guild_message, interaction, jpeg, make_core, make_settings, tiny_model
+from bot_support import (
+    FakeDiscord,
+    assert_no_raw_user_id,
+    guild_message,
+    interaction,
+    jpeg,
+    make_core,
+    make_settings,
+    tiny_model,
+)
 
 from bot.discord_adapter import DiscordFrontDoor
 
@@ -141,5 +150,5 @@ async def test_feedback_buttons_and_commands_record_votes_with_the_model_version
     with create_engine(f"sqlite:///{tmp_path / 'bot.sqlite3'}").connect() as conn:
         [vote] = conn.execute(text("SELECT * FROM bot_feedback")).mappings().all()
     assert vote["vote"] == "unsure" and vote["model_version"] and vote["platform"] == "discord"
-    assert str(FakeDiscord.USER["id"]) not in str(dict(vote))
+    assert_no_raw_user_id(vote, FakeDiscord.USER["id"])  # a salted hash, never the user id
     assert {"correct", "consent", "forget"} <= {c.name for c in door.tree.get_commands()}
