@@ -64,7 +64,8 @@ def writable_dir(preferred: Path, fallback_name: str) -> Path:
 
 
 def cached_graph(
-    preferred: Path, stem: str, fallback_name: str, export: Callable[[Path], object], *, int8: bool = False
+    preferred: Path, stem: str, fallback_name: str, export: Callable[[Path], object], *, int8: bool = False,
+    int8_ops: Iterable[str] = ("MatMul",),
 ) -> Path:
     """`<stem>.onnx` (or `<stem>.int8.onnx`) in the cache: found where it is (e.g. exported into a read-only
     cache at image build time), else exported by `export(path)` once, and quantised once for int8."""
@@ -79,12 +80,12 @@ def cached_graph(
     if not int8:
         return fp32_path
     if not (folder / name).is_file():
-        quantize_int8(fp32_path, folder / name)
+        quantize_int8(fp32_path, folder / name, int8_ops)
     return folder / name
 
 
-def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
-    """int8 dynamic quantisation of the MatMul weights, per output channel (atomic write)."""
+def quantize_int8(fp32_path: Path, out_path: Path, ops: Iterable[str] = ("MatMul",)) -> Path:
+    """int8 dynamic quantisation of the weights of the `ops` nodes, per output channel (atomic write)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -100,7 +101,7 @@ def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=".onnx.tmp")
     os.close(fd)
     try:
-        quantize_dynamic(str(fp32_path), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+        quantize_dynamic(str(fp32_path), tmp, weight_type=QuantType.QInt8, op_types_to_quantize=list(ops),
                          per_channel=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         os.chmod(tmp, 0o644)
         os.replace(tmp, out_path)  # other processes see no file or a whole one

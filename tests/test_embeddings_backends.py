@@ -60,6 +60,22 @@ def test_int8_vectors_are_close_but_never_share_an_index_with_fp32(monkeypatch):
         embeddings.load_encoder(backend="torch", precision="int8")
 
 
+def test_the_graph_is_fused_and_int8_quantises_the_attention():
+    """Why int8 is about 2x sentence-transformers and not 1.2x: one fused attention kernel per layer, whose
+    projections int8 quantises too (QAttention). An export the fusion no longer recognises (e.g. a
+    transformers release that traces attention differently) would pass every vector test and lose it."""
+    import onnx
+
+    model_path = embeddings.default_model_path()
+    fp32 = onnx.load(str(embeddings.ensure_onnx(model_path)), load_external_data=False)
+    int8 = onnx.load(str(embeddings.ensure_onnx(model_path, int8=True)), load_external_data=False)
+    fp32_ops = [node.op_type for node in fp32.graph.node]
+    int8_ops = [node.op_type for node in int8.graph.node]
+    assert fp32_ops.count("Attention") == 6 and "Softmax" not in fp32_ops  # one per layer, nothing unfused
+    assert int8_ops.count("QAttention") == 6 and "Attention" not in int8_ops
+    assert "MatMul" not in int8_ops  # every remaining MatMul runs in int8
+
+
 def test_a_cold_query_process_does_not_import_torch():
     code = ("import sys\nfrom knowledge_base.embeddings import MiniLMEmbeddings\n"
             "v = MiniLMEmbeddings().embed_query('is the death cap deadly?')\n"
