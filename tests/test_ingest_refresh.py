@@ -146,6 +146,27 @@ def test_build_progress_says_where_it_is_and_how_long_is_left():
     assert [about(s) for s in (3, 44, 200, 3600)] == ["a few seconds", "about 40 s", "about 3 min", "about 60 min"]
 
 
+def test_a_build_embeds_steps_of_like_length_with_an_honest_estimate_from_the_start():
+    from langchain_core.documents import Document
+
+    from ingest.pipeline import embedding_steps
+
+    lengths = [(i * 7919) % 997 + 3 for i in range(1000)]  # a spread of lengths in document order
+    chunks = [Document(page_content="x" * n, metadata={"chunk_id": str(i)}) for i, n in enumerate(lengths)]
+    steps = embedding_steps(chunks, 128)
+    assert sorted(c.metadata["chunk_id"] for step in steps for c in step) == sorted(str(i) for i in range(1000))
+    assert [len(step) for step in steps].count(128) == 7  # 7 full steps and the rest
+    spread = lambda step: max(len(c.page_content) for c in step) - min(len(c.page_content) for c in step)  # noqa: E731
+    in_document_order = [chunks[b : b + 128] for b in range(0, 1000, 128)]
+    assert max(map(spread, steps)) < min(map(spread, in_document_order)) / 5  # little padding per step
+    # The work (characters) done after the first two steps is about the share of passages done, so the
+    # rate so far predicts the rest (longest first would have done 1.7x the share of the work).
+    work = sum(lengths)
+    done_work = sum(len(c.page_content) for step in steps[:2] for c in step) / work
+    done_passages = sum(len(step) for step in steps[:2]) / 1000
+    assert abs(done_work / done_passages - 1) < 0.1
+
+
 def test_an_index_is_queried_with_the_embedding_it_holds_and_rebuilt_when_the_default_changes(tmp_path,
                                                                                                 monkeypatch):
     from knowledge_base.embeddings import MODEL_NAME, embedding_id
