@@ -131,8 +131,9 @@ class TorchEncoder:
 
 # --- the ONNX backend ----------------------------------------------------------------------------
 def weights_fingerprint(model_path: Path) -> str:
-    """Hash of what the exported graph depends on: weights, config, export recipe, torch version."""
-    recipe = f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|torch{onnx_files.torch_version()}"
+    """Hash of what the cached graphs depend on: weights, config, export recipe, int8 ops, torch version."""
+    # INT8_OPS too: the int8 graph is cached under the same name, and must not outlive a change of what it quantises.
+    recipe = f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|int8:{','.join(INT8_OPS)}|torch{onnx_files.torch_version()}"
     return onnx_files.fingerprint(recipe, model_path, ("config.json", "model.safetensors"))[:24]
 
 

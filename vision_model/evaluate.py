@@ -154,22 +154,17 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
 
 
-def danger_by_group(tuning, kinds, photo_verdicts, photo_labels, is_main, fewshot_labels, labels, edibility,
-                    safety) -> dict:
+def danger_by_group(photo_verdicts, open_species_verdicts, photo_labels, is_main, fewshot_labels, edibility) -> dict:
     """Danger recall and false-alarm rate (metrics.danger_figures) on main-class photos, rare-species photos,
     and the open set: each rare species' photos scored with its own class removed, judged against what the
     species really is (deadly, edible...), not against "unknown"."""
-    truth = [edibility(lab) for lab in photo_labels]
-    masked = kinds == "open_set_species"
-    open_verdicts = evaluate_with_decide(tuning.logits[masked], ["unknown"] * int(masked.sum()), labels, edibility,
-                                         safety)["verdicts"] if masked.any() else []
-    open_truth = [edibility(lab) for lab in photo_labels if lab in fewshot_labels]
+    verdicts = np.array(photo_verdicts, dtype=object)
+    truth = np.array([edibility(lab) for lab in photo_labels], dtype=object)
+    open_truth = [edibility(lab) for lab in photo_labels if lab in fewshot_labels]  # build_tuning_set's order
     return {
-        "main": danger_figures([v for v, m in zip(photo_verdicts, is_main, strict=True) if m],
-                               [t for t, m in zip(truth, is_main, strict=True) if m]),
-        "rare": danger_figures([v for v, m in zip(photo_verdicts, is_main, strict=True) if not m],
-                               [t for t, m in zip(truth, is_main, strict=True) if not m]),
-        "open_set": danger_figures(open_verdicts, open_truth),
+        "main": danger_figures(verdicts[is_main].tolist(), truth[is_main].tolist()),
+        "rare": danger_figures(verdicts[~is_main].tolist(), truth[~is_main].tolist()),
+        "open_set": danger_figures(open_species_verdicts, open_truth),
     }
 
 
@@ -225,7 +220,7 @@ def main(args: EvaluateArguments) -> dict:
         logits, [lab for _, lab in items], labels, edibility, fewshot_labels, synth_logits
     )
     kinds = np.array(tuning.kind)
-    safety_figures = {}
+    safety_figures, verdicts_of = {}, {}
     for name, mask in (
         ("photos", kinds == "val"),
         ("open_set", kinds != "val"),
@@ -238,13 +233,15 @@ def main(args: EvaluateArguments) -> dict:
             edibility,
             safety,
         )
-        verdicts = result.pop("verdicts")
-        if name == "photos":
-            photo_verdicts = verdicts
+        verdicts_of[name] = result.pop("verdicts")
         safety_figures[name] = result
+    photo_verdicts = verdicts_of["photos"]
+    # The open set's verdicts of rare-species photos (its synthetic images have no species to judge by).
+    open_species_verdicts = [v for v, kind in zip(verdicts_of["open_set"], kinds[kinds != "val"], strict=True)
+                             if kind == "open_set_species"]
     parity = backend_parity(model_dir, items, logits, photo_verdicts, labels, edibility, safety, args, cache_dir)
-    danger = danger_by_group(tuning, kinds, photo_verdicts, [lab for _, lab in items], is_main, fewshot_labels,
-                             labels, edibility, safety)
+    danger = danger_by_group(photo_verdicts, open_species_verdicts, [lab for _, lab in items], is_main,
+                             fewshot_labels, edibility)
 
     metrics = {
         "model": str(model_dir),

@@ -243,11 +243,13 @@ def split_line(info: dict) -> str:
     return line + "."
 
 
+def pct(x: float | None) -> str:
+    """A share as the model card writes it: '12.5 %' ('n/a' for an empty group)."""
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
 def danger_rows(m: dict) -> list[str]:
     """Issue 23's figures and the int8 parity, where the report has them (reports before them do not)."""
-    def pct(x):
-        return "n/a" if x is None else f"{100 * x:.1f} %"
-
     rows = [f"| danger recall / false-alarm rate, {group.replace('_', ' ')} | {pct(d['danger_recall'])} / "
             f"{pct(d['false_alarm_rate'])} |" for group, d in (m.get("danger") or {}).items()]
     parity = m.get("parity")
@@ -275,9 +277,6 @@ def model_card(model_dir: Path, metrics: dict, prov: dict, selection_note: str |
     safety = SafetyConfig.load(model_dir)
     main = info.get("main_classes", [])
     m = metrics or {}
-
-    def pct(x):
-        return "n/a" if x is None else f"{100 * x:.1f} %"
 
     def num(x):  # None where a group is empty (e.g. no main classes in a small data set)
         return "n/a" if x is None else f"{x:.3f}"
