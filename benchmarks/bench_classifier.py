@@ -6,7 +6,10 @@ Measures, on the same real photos (read from files by both, decoding included):
 - batch 1: throughput (photos/s) and latency p50/p95, photos interleaved between the methods so
   that load from other processes hits both alike;
 - batch 16: throughput;
-- top-1 agreement of every Classifier backend with the pipeline.
+- top-1 agreement of every Classifier backend with the pipeline;
+- parity of every Classifier backend with float32 ONNX on what the replies show (the verdict and the
+  species named as most likely: vision_model.metrics.shown_answers), the figure `auto` serves int8 on;
+- which backend the default (`auto`) serves for this model.
 Writes benchmarks/results/classifier.json.
 
 Without --model: the bundled release if it exists, else a stand-in built once in var/bench/:
@@ -139,6 +142,8 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
             run(chunk)
             batch_seconds[name] += time.perf_counter() - t0
 
+    # Untimed: what each backend's reply would tell, photo by photo, against float32 ONNX's.
+    shown = {name: [clf.identify([p]).shown_answer() for p in photos_single] for name, clf in classifiers.items()}
     base_single = summarise(latencies["pipeline"])["throughput_per_s"]
     base_batch = len(photos_batch) / batch_seconds["pipeline"]
     results = {}
@@ -154,8 +159,13 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
                 float(np.mean([a == b for a, b in zip(top1[name], top1["pipeline"], strict=True)])), 4
             ),
         }
+        if name in shown and "onnx" in shown:
+            results[name]["shown_answer_parity_with_onnx"] = round(
+                float(np.mean([a == b for a, b in zip(shown[name], shown["onnx"], strict=True)])), 4
+            )
     return {
         "threads": threads or f"default ({default_threads()})",
+        "default_backend": Classifier.load(model_dir, threads=threads or None).backend,
         "load_seconds": {k: round(v, 2) for k, v in load_seconds.items()},
         "results": results,
     }

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# A top guess below UNSURE_BELOW is never presented as "most likely" (nor described in answers).
+# A top guess below knowledge_base.answer_types.UNSURE_BELOW is never presented as "most likely" (nor described in answers).
 from bot.messages import to_plain
-from knowledge_base.answer import UNSURE_BELOW, candidates_sentence, photo_candidates
-from knowledge_base.answer_types import PhotoContext
+from knowledge_base.answer import candidates_sentence, photo_candidates
+from knowledge_base.answer_types import PhotoContext, shown_answer
 from knowledge_base.catalog import DANGEROUS, SEVERITY, Catalog
 
 DISCLAIMER = (
@@ -176,7 +176,7 @@ def identification_text(
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
         first.append(candidates_sentence(photo, candidates, listed, "en"))
     if labels:
-        reliable = not abstained and probabilities[0] >= UNSURE_BELOW
+        reliable = named_species(labels, probabilities, verdict, abstained) is not None
         heading = f"Most likely{photos}" if reliable else f"My best guesses{photos} - not reliable"
         first.append(f"**{heading}:**\n" + top_guesses(labels, probabilities, catalog))
     first.extend(notes)
@@ -202,7 +202,15 @@ def identification_text(
 
 def shown_verdict(verdict: str, abstained: bool, labels: Sequence[str]) -> str:
     """The verdict a photo's reply shows: "unknown" when the model abstained or named nothing."""
-    return "unknown" if abstained or not labels else verdict
+    return shown_answer(verdict, abstained, labels[0] if labels else None, 0.0)[0]
+
+
+def named_species(labels: Sequence[str], probabilities: Sequence[float], verdict: str, abstained: bool) -> str | None:
+    """The species the reply names as "most likely" (None: it lists only unreliable guesses). The same
+    definition the vision evaluation counts backend parity on (vision_model.metrics.shown_answers)."""
+    if not labels:
+        return None
+    return shown_answer(verdict, abstained, labels[0], probabilities[0])[1]
 
 
 def photo_and_candidates(labels: Sequence[str], probabilities: Sequence[float], verdict: str, abstained: bool,
@@ -223,7 +231,7 @@ def identification_card(labels: Sequence[str], probabilities: Sequence[float], v
     return {
         "verdict": photo.verdict,
         "verdict_text": to_plain(verdict_line(photo.verdict)),
-        "reliable": bool(labels) and not abstained and probabilities[0] >= UNSURE_BELOW,
+        "reliable": named_species(labels, probabilities, verdict, abstained) is not None,
         "top": [{"label": lab, "name": display_name(lab, catalog), "probability": round(float(p), 4),
                  "verdict": catalog.edibility(lab)} for lab, p in zip(labels[:3], probabilities[:3], strict=False)],
         "dangerous": [{"label": lab, "name": display_name(lab, catalog), "verdict": catalog.edibility(lab)}

@@ -13,7 +13,7 @@ import logging
 import re
 
 from knowledge_base import phrases
-from knowledge_base.answer_types import Answer, Citation, PhotoContext
+from knowledge_base.answer_types import UNSURE_BELOW, Answer, Citation, PhotoContext
 from knowledge_base.catalog import DANGEROUS, SEVERITY, Catalog, SpeciesProfile, default_catalog
 from knowledge_base.language import clean_text
 from knowledge_base.phrases import say
@@ -38,8 +38,6 @@ from knowledge_base.resolve import (
 from knowledge_base.retrieval import HybridRetriever, Passage, tokenize
 from knowledge_base.topics import TOXINS, Toxin, genus_species, species_with_toxin
 from knowledge_base.triage import Triage, mentions_child_or_pet
-
-UNSURE_BELOW = 0.5  # a top guess below this probability is not described as the photo's species
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,16 @@ class Answer:
         }
 
 
+UNSURE_BELOW = 0.5  # a top guess below this probability is not described as the photo's species
+
+
+def shown_answer(verdict: str, abstained: bool, top: str | None, probability: float) -> tuple[str, str | None]:
+    """What a reply about a photo tells: the verdict it shows ("unknown" when the model abstained or named
+    nothing) and the species it names as "most likely" (None when it only lists unreliable guesses)."""
+    named = top if top and not abstained and probability >= UNSURE_BELOW else None
+    return ("unknown" if abstained or not top else verdict), named
+
+
 @dataclass
 class PhotoContext:
     """What the chat's last photo showed; every reply about that photo follows its verdict."""

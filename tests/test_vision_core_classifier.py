@@ -281,3 +281,35 @@ def test_unwritable_cache_falls_back_to_a_temporary_folder(model_dir, tmp_path, 
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     path = ensure_onnx(model_dir, (56, 56), blocker / "onnx")
     assert path.is_file() and path.is_relative_to(tmp_path / "tmp")
+
+
+def test_auto_serves_int8_only_for_a_model_whose_evaluation_found_it_at_parity(tmp_path, onnx_cache):
+    """Issue 23: int8 is the default where its evaluation showed every reply unchanged; float32 stays a flag."""
+    import shutil
+
+    from vision_model.classifier import INT8_PARITY_MIN_PHOTOS
+
+    model = tmp_path / "model"
+    shutil.copytree(make_tiny_model_dir(tmp_path / "src"), model)
+
+    def served(parity: dict | None, backend: str | None = None) -> str:
+        (model / "metrics.json").write_text(json.dumps({"parity": parity}))
+        return Classifier.load(model, backend=backend, cache_dir=onnx_cache, edibility=edibility).backend
+
+    at_parity = {"backend": "onnx-int8", "against": "torch", "n": INT8_PARITY_MIN_PHOTOS, "same": 100,
+                 "rate": 1.0, "compared": "the verdict shown and the species named as most likely"}
+    assert served(at_parity) == "onnx-int8"
+    assert served(at_parity, backend="onnx") == "onnx"  # the float32 flag
+    assert served({**at_parity, "same": 99, "rate": 0.99}) == "onnx"  # one reply changed: float32
+    assert served({**at_parity, "n": 10, "same": 10}) == "onnx"  # too few photos to mean something
+    old_definition = {k: v for k, v in at_parity.items() if k != "compared"}
+    assert served(old_definition) == "onnx"  # parity counted before replies were compared: not trusted
+    assert served(None) == "onnx"
+    (model / "metrics.json").write_text("{not json")
+    assert Classifier.load(model, cache_dir=onnx_cache, edibility=edibility).backend == "onnx"
+    # Served int8 still answers, with the reply's shown answer as the evaluation counts it.
+    (model / "metrics.json").write_text(json.dumps({"parity": at_parity}))
+    result = Classifier.load(model, cache_dir=onnx_cache, edibility=edibility).identify([photo(1)])
+    verdict, named = result.shown_answer()
+    assert verdict == ("unknown" if result.abstained else result.verdict)
+    assert named == (result.label if not result.abstained and result.top_k[0].probability >= 0.5 else None)

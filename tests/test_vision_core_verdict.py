@@ -207,3 +207,39 @@ def test_safety_file_without_allow_edible_defaults_to_allowing_it(tmp_path):
     assert SafetyConfig.load(tmp_path) == round_trip
     with pytest.raises(ValueError):
         SafetyConfig(allow_edible="no")
+
+
+WARNS_AT_30 = SafetyConfig(version="t", abstain_min_probability=0.5, danger_threshold=0.05,
+                           warning_threshold=0.3, edible_min_probability=0.9)
+
+
+@pytest.mark.parametrize("allow_edible", [True, False])
+def test_between_the_danger_and_the_warning_threshold_the_verdict_is_unknown_never_reassuring(allow_edible):
+    import dataclasses
+
+    safety = dataclasses.replace(WARNS_AT_30, allow_edible=allow_edible)
+    # 20 % poisonous mass under a confident edible or inedible top-1: no warning, and no "edible"/"inedible" either.
+    for top in ("boletus_edulis", "fomes_fomentarius"):
+        result = run(probs(**{top: 0.8, "amanita_muscaria": 0.2}), safety)
+        assert result == VerdictResult("unknown", False, pytest.approx(0.2))
+    # 10 % deadly: still "unknown" (the reply names the candidate); at the warning threshold it warns.
+    assert run(probs(boletus_edulis=0.9, amanita_phalloides=0.1), safety).verdict == "unknown"
+    assert run(probs(boletus_edulis=0.7, amanita_phalloides=0.3), safety).verdict == "deadly"
+    assert run(probs(boletus_edulis=0.7, amanita_muscaria=0.2, amanita_phalloides=0.1), safety).verdict == "poisonous"
+    # Below the danger threshold nothing changes: the ordinary rule decides.
+    assert run(probs(fomes_fomentarius=0.97, amanita_muscaria=0.03), safety).verdict == "inedible"
+
+
+def test_without_a_warning_threshold_the_danger_threshold_warns_as_before(tmp_path):
+    assert SAFETY.warning_threshold is None and SAFETY.warning_level == SAFETY.danger_threshold
+    # A safety.json written before the warning threshold existed reads back with the same rule.
+    old = {k: v for k, v in SAFETY.to_dict().items() if k != "warning_threshold"}
+    (tmp_path / "safety.json").write_text(json.dumps(old))
+    loaded = SafetyConfig.load(tmp_path)
+    assert loaded.warning_level == 0.05
+    assert run(probs(boletus_edulis=0.9, amanita_muscaria=0.1), loaded).verdict == "poisonous"
+    # A warning threshold below the danger threshold would let a warning-free "edible" through: refused.
+    with pytest.raises(ValueError, match="warning_threshold"):
+        SafetyConfig(danger_threshold=0.1, warning_threshold=0.05)
+    WARNS_AT_30.save(tmp_path)
+    assert SafetyConfig.load(tmp_path).warning_threshold == 0.3

@@ -180,3 +180,66 @@ def test_danger_recall_counts_warnings_and_false_alarms_count_warnings_on_edible
     assert figures["edible_photos"] == 3 and abs(figures["false_alarm_rate"] - 1 / 3) < 1e-9
     assert danger_figures([], []) == {"dangerous_photos": 0, "danger_recall": None, "edible_photos": 0,
                                       "false_alarm_rate": None}
+
+
+def test_the_warning_threshold_cuts_false_alarms_and_keeps_danger_recall_on_every_group():
+    """Edible photos with a little poisonous doubt stop getting "POISONOUS"; the dangerous ones keep their warning."""
+    from vision_model.calibrate import DANGER_RECALL_TARGETS, tune_warning_threshold
+    from vision_model.metrics import danger_by_group, masked_softmax
+
+    rng = np.random.default_rng(11)
+    rows, val_labels = [], []
+    for label, n in (("boletus_edulis", 60), ("cantharellus_cibarius", 40), ("amanita_muscaria", 40),
+                     ("amanita_phalloides", 20)):
+        for _ in range(n):
+            row = rng.normal(0, 0.3, len(LABELS))
+            row[LABELS.index(label)] += 6.0
+            if label in ("boletus_edulis", "cantharellus_cibarius"):
+                # The edible photos' doubt: 5-25 % of the mass on the fly agaric.
+                row[LABELS.index("amanita_muscaria")] += 6.0 + np.log(rng.uniform(0.06, 0.3))
+            rows.append(row)
+            val_labels.append(label)
+    logits = np.array(rows)
+    fewshot = {"cantharellus_cibarius", "amanita_phalloides"}  # rare: these also form the open set
+    tuning = build_tuning_set(logits, val_labels, LABELS, edibility, fewshot, np.zeros((0, len(LABELS))))
+    assert tuning.group.count("main") == 100 and tuning.group.count("rare") == 60
+    assert tuning.group.count("open_set") == 60
+    # The open set keeps what its photos really are: a death cap with its class removed is still deadly.
+    assert tuning.species_truth[tuning.group.index("open_set")] in ("edible", "deadly")
+
+    toxic = masked_softmax(tuning.logits, 1.0)[:, :2].sum(1)  # LABELS[:2]: the deadly and the poisonous one
+    chosen = tune_warning_threshold(tuning, toxic, 0.05)
+    at_danger, at_warning = chosen["warning"]["at_danger_threshold"], chosen["warning"]["at_warning_threshold"]
+    assert chosen["warning_threshold"] > 0.05
+    for group in ("main", "rare"):
+        assert at_danger[group]["false_alarm_rate"] > 0.5  # the 5 % rule warns on most edible photos
+        assert at_warning[group]["false_alarm_rate"] < at_danger[group]["false_alarm_rate"]
+    for group, target in DANGER_RECALL_TARGETS.items():
+        needed = min(target, at_danger[group]["danger_recall"])
+        assert at_warning[group]["danger_recall"] >= needed
+
+    # The production rule gives exactly the figures the search chose by.
+    safety = SafetyConfig(temperature=1.0, danger_threshold=0.05, warning_threshold=chosen["warning_threshold"],
+                          abstain_min_probability=0.5, allow_edible=False)
+    verdicts = evaluate_with_decide(tuning.logits, tuning.truth, LABELS, edibility, safety)["verdicts"]
+    decided = danger_by_group(verdicts, tuning.species_truth, tuning.group)
+    for group in at_warning:
+        assert decided[group]["danger_recall"] == at_warning[group]["danger_recall"]
+        assert decided[group]["false_alarm_rate"] == at_warning[group]["false_alarm_rate"]
+
+
+def test_parity_is_counted_on_what_the_reply_shows():
+    """A near-tie among guesses the reply calls unreliable is the same answer; a different named species or
+    verdict is not."""
+    from vision_model.metrics import shown_answers
+
+    probs = np.array([
+        [0.05, 0.06, 0.04, 0.80, 0.05],  # named: cantharellus_cibarius
+        [0.30, 0.31, 0.09, 0.15, 0.15],  # abstained: guesses only
+        [0.30, 0.31, 0.09, 0.15, 0.15],  # not abstained but under 0.5: nothing named
+    ])
+    shown = shown_answers(probs, ["poisonous", "unknown", "unknown"], [False, True, False], LABELS)
+    assert shown == [("poisonous", "cantharellus_cibarius"), ("unknown", None), ("unknown", None)]
+    swapped = probs[:, [1, 0, 2, 3, 4]]  # the runner-up and the top guess trade places
+    assert shown_answers(swapped, ["poisonous", "unknown", "unknown"], [False, True, False], LABELS)[1:] == shown[1:]
+    assert shown_answers(swapped, ["deadly", "unknown", "unknown"], [False, True, False], LABELS)[0] != shown[0]

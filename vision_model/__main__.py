@@ -1,4 +1,4 @@
-"""Command line: `python -m vision_model identify|train|calibrate|evaluate|export|soup|feedback|register|promote|rollback`.
+"""Command line: `python -m vision_model identify|train|calibrate|evaluate|export|soup|imprint|feedback|register|promote|rollback`.
 
 identify
     python -m vision_model identify [--model DIR] [--observation] [--json] IMAGE [IMAGE ...]
@@ -15,7 +15,7 @@ feedback
     python -m vision_model feedback list|show|accept|reject|export: the experts' review queue of users'
     feedback (vision_model.feedback).
 
-train / calibrate / evaluate / export / soup
+train / calibrate / evaluate / export / soup / imprint
     The training pipeline: `vision_model.<command>.main(args)`, its arguments the dataclass main()
     takes (vision_model.cli parses them; `--help` lists them). Imported only when used, so
     `--help` and `identify` start without torch.

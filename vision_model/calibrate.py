@@ -18,7 +18,15 @@ tuning time, never from CLASSES.csv).
    and also zero when the model is assumed sharper than calibrated (probabilities at T / 1.5):
    a safety margin for species and photos we never saw. The chosen configuration is then
    re-checked photo by photo with verdict.decide (the production rule).
-4. Never-edible fallback, when no grid setting reaches zero dangerous errors: `allow_edible`
+4. Warning threshold (both branches below): the deadly/poisonous mass at which the verdict warns
+   outright (verdict.py). The largest of WARNING_GRID whose danger recall - photos of deadly or
+   poisonous species warned, "unknown" not counted - stays at least DANGER_RECALL_TARGETS on each
+   group of the tuning set (main-class val photos 0.98, rare-species val photos 0.85, the open set
+   0.85), or at what the danger threshold itself reaches where that is lower: the fewest false alarms
+   on edible photos that keep the warnings catching the dangerous ones. Fixed before any run
+   (issue 23); a photo below it but above the danger threshold gets "unknown" with its dangerous
+   candidates named, never a reassuring verdict.
+5. Never-edible fallback, when no grid setting reaches zero dangerous errors: `allow_edible`
    is switched off (decide() then never says "edible" or "edible_with_caution"), and the
    abstention thresholds are chosen to mean something to a user instead:
    - abstain_min_probability = the smallest calibrated top-1 probability p such that, among
@@ -56,11 +64,16 @@ from vision_model.heldout import (
     synthetic_logits,
 )
 from vision_model.metrics import (
+    DANGER_GROUPS,
+    DANGEROUS_TRUTH,
+    EDIBLE_TRUTH,
     SAFE_TO_CALL_EDIBLE,
+    danger_by_group,
     evaluate_with_decide,
     expected_calibration_error,
     masked_energy,
     masked_softmax,
+    mean_or_none,
     nll,
     poison_cost,
 )
@@ -82,7 +95,11 @@ THRESHOLDS = (
     "edible_min_probability",
     "ood_threshold",
     "allow_edible",
+    "warning_threshold",
 )
+# Step 4: the warning thresholds tried, and the danger recall each group must keep (issue 23's targets).
+WARNING_GRID = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+DANGER_RECALL_TARGETS = {"main": 0.98, "rare": 0.85, "open_set": 0.85}
 
 
 @dataclass
@@ -331,8 +348,54 @@ def tune_thresholds(
         # edible-looking top-1 gets "unknown" (treat as poisonous), a confident inedible one
         # "inedible"; only unsure or unfamiliar photos abstain.
         log.warning("no threshold setting reaches zero dangerous errors: the model will never say 'edible'")
-        return never_edible_thresholds(tuning, summaries["calibrated"], is_edible, labels)
-    return {**best[1], "allow_edible": True}
+        chosen = never_edible_thresholds(tuning, summaries["calibrated"], is_edible, labels)
+    else:
+        chosen = {**best[1], "allow_edible": True}
+    return {**chosen, **tune_warning_threshold(tuning, summaries["calibrated"].toxic, chosen["danger_threshold"])}
+
+
+def warning_figures(tuning: TuningSet, warned: np.ndarray) -> dict:
+    """Danger recall and false-alarm rate per group when exactly the `warned` examples get a warning."""
+    species, group = np.array(tuning.species_truth), np.array(tuning.group)
+    dangerous, edible = np.isin(species, list(DANGEROUS_TRUTH)), np.isin(species, list(EDIBLE_TRUTH))
+    figures = {}
+    for name in DANGER_GROUPS:
+        in_group = group == name
+        figures[name] = {
+            "danger_recall": mean_or_none(warned[in_group & dangerous]),
+            "false_alarm_rate": mean_or_none(warned[in_group & edible]),
+        }
+    return figures
+
+
+def tune_warning_threshold(tuning: TuningSet, toxic: np.ndarray, danger_threshold: float) -> dict:
+    """Step 4 of the module docstring: the largest warning threshold that keeps danger recall.
+
+    `toxic`: each example's calibrated deadly + poisonous mass (decide() warns when it is at least the
+    warning threshold). Recall only falls as the threshold rises, so the largest threshold that keeps
+    every group's recall is also the one with the fewest false alarms.
+    """
+    if not tuning.species_truth:  # a tuning set without species truth: keep the single threshold
+        return {"warning_threshold": None}
+    at_danger = warning_figures(tuning, toxic >= danger_threshold)
+    needed = {
+        name: min(target, at_danger[name]["danger_recall"])
+        for name, target in DANGER_RECALL_TARGETS.items()
+        if at_danger[name]["danger_recall"] is not None
+    }
+    chosen = danger_threshold
+    for threshold in sorted(w for w in WARNING_GRID if w > danger_threshold):
+        figures = warning_figures(tuning, toxic >= threshold)
+        if all(figures[name]["danger_recall"] >= need - 1e-12 for name, need in needed.items()):
+            chosen = threshold
+    return {
+        "warning_threshold": chosen,
+        "warning": {
+            "recall_needed": needed,
+            "at_danger_threshold": at_danger,
+            "at_warning_threshold": warning_figures(tuning, toxic >= chosen),
+        },
+    }
 
 
 GRID_RULE = "min (100*dangerous + missed_edible)/N s.t. zero dangerous errors at T and at T/1.5"
@@ -446,19 +509,26 @@ def main(args: CalibrateArguments) -> SafetyConfig:
         )
     if not safety.allow_edible and checked["dangerous_errors_incl_caution"]:
         raise RuntimeError("never-edible configuration still gives edible(-with-caution) verdicts")
+    danger = danger_by_group(checked["verdicts"], tuning.species_truth, tuning.group)
+    if "warning" in chosen and any(
+        danger[g][k] != chosen["warning"]["at_warning_threshold"][g][k]
+        for g in DANGER_GROUPS for k in ("danger_recall", "false_alarm_rate")
+    ):
+        raise RuntimeError("warning-threshold search disagrees with verdict.decide: fix calibrate.warning_figures")
     catalogued = sum(edibility(lab) != "unknown" for lab in labels)
     kinds = np.array(tuning.kind)
     safety.extra = {
         "calibration": report,
         "tuning": {
-            **{k: v for k, v in checked.items() if k != "verdicts"},
+            **{k: v for k, v in checked.items() if k not in ("verdicts", "abstentions")},
             "dangerous_errors_at_T_over_1.5": chosen["dangerous_sharpened"],
             "never_edible_fallback": bool(chosen.get("never_edible", False)),
             "examples": {k: int((kinds == k).sum()) for k in ("val", "open_set_species", "synthetic")},
             "labels_in_catalog": f"{catalogued}/{len(labels)}",
             "ood_percentiles": percentiles,
             "rule": NEVER_EDIBLE_RULE if chosen.get("never_edible") else GRID_RULE,
-            **{k: chosen[k] for k in ("selective", "ood", "hardest_case") if k in chosen},
+            "danger": danger,
+            **{k: chosen[k] for k in ("selective", "ood", "hardest_case", "warning") if k in chosen},
         },
     }
     safety.save(model_dir)

@@ -6,8 +6,10 @@ on ONNX Runtime: on first load the weights are exported to ONNX (opset 17, batch
 cache (var/cache/onnx/<fingerprint of the weights>.onnx, written atomically, reused by every
 later process, which then needs neither torch nor transformers); if onnxruntime or the export
 is unavailable it falls back to torch eager. backend="onnx-int8" adds int8 dynamic
-quantisation: about 1.8x faster again, but it changed the top-1 of 4-6% of real photos, so
-it is opt-in, never the default.
+quantisation: about 1.8x faster again. "auto" (the default) serves int8 only for a model whose own
+evaluation (metrics.json, written by `evaluate` and shipped by `export`) found it at 100 % parity with
+float32 on what the replies show - the verdict and the species named as most likely - over at least
+INT8_PARITY_MIN_PHOTOS held-out photos; otherwise float32. backend="onnx" forces float32.
 
 Preprocessing is our own PIL + numpy copy of the transformers image processor (resize of the
 shortest edge, bicubic; centre crop; rescale; normalise), giving the same numbers without the
@@ -22,6 +24,7 @@ the combined distribution.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -51,6 +54,8 @@ TOP_K = 5
 DANGEROUS_SHOWN = 3
 DANGEROUS_MIN_PROBABILITY = 0.001
 DEFAULT_BATCH_SIZE = 16
+# "auto" serves int8 only when the model's evaluation compared at least this many photos (all at parity).
+INT8_PARITY_MIN_PHOTOS = 100
 
 ImageInput = Image.Image | bytes | str | os.PathLike
 
@@ -83,6 +88,13 @@ class Identification:
     def label(self) -> str:
         """The most probable label (top-1)."""
         return self.top_k[0].label
+
+    def shown_answer(self) -> tuple[str, str | None]:
+        """What the reply to this photo tells: the verdict shown and the species named as most likely."""
+        from knowledge_base.answer_types import shown_answer
+
+        top = self.top_k[0] if self.top_k else None
+        return shown_answer(self.verdict, self.abstained, top and top.label, top.probability if top else 0.0)
 
     def to_dict(self, image: str | Sequence[str] | None = None) -> dict[str, Any]:
         """The CLI/HTTP JSON shape. `image`: the photo's path (a list for an observation)."""
@@ -305,11 +317,10 @@ def ensure_onnx(
 
 
 class OnnxRunner:
-    name = "onnx"
-
-    def __init__(self, onnx_path: Path, threads: int) -> None:
+    def __init__(self, onnx_path: Path, threads: int, int8: bool = False) -> None:
         import onnxruntime as ort
 
+        self.name = "onnx-int8" if int8 else "onnx"
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -353,6 +364,17 @@ def catalog_edibility() -> Callable[[str], str]:
 
     catalog = default_catalog()
     return lambda label: catalog.edibility(label) or "unknown"
+
+
+def int8_at_parity(model_dir: Path) -> bool:
+    """Whether the model's own evaluation (metrics.json) found int8 giving every held-out photo the same reply
+    as float32 (vision_model.evaluate.backend_parity), over enough photos to mean something."""
+    try:
+        parity = json.loads((Path(model_dir) / "metrics.json").read_text(encoding="utf-8")).get("parity") or {}
+    except (OSError, ValueError):
+        return False
+    return (parity.get("backend") == "onnx-int8" and parity.get("rate") == 1.0
+            and int(parity.get("n") or 0) >= INT8_PARITY_MIN_PHOTOS and "compared" in parity)
 
 
 class Classifier:
@@ -416,6 +438,8 @@ class Classifier:
         safety = SafetyConfig.load(model_dir)
         preprocess = load_preprocessor(model_dir)
         threads = threads or default_threads()
+        if backend == "auto" and int8_at_parity(model_dir):
+            backend = "auto-int8"
         runner = cls._make_runner(model_dir, backend, preprocess, cache_dir, threads)
         return cls(
             model_dir,
@@ -435,10 +459,11 @@ class Classifier:
         try:
             if input_size is None:
                 raise ValueError("the model input size is not fixed (no centre crop)")
-            onnx_path = ensure_onnx(model_dir, input_size, cache_dir, int8=backend == "onnx-int8")
-            return OnnxRunner(onnx_path, threads)
+            int8 = backend in ("onnx-int8", "auto-int8")
+            onnx_path = ensure_onnx(model_dir, input_size, cache_dir, int8=int8)
+            return OnnxRunner(onnx_path, threads, int8=int8)
         except Exception as exc:
-            if backend != "auto":
+            if not backend.startswith("auto"):
                 raise
             log.warning("ONNX Runtime unavailable for %s (%s); using torch", model_dir, exc)
             return TorchRunner(model_dir)

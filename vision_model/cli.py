@@ -1,6 +1,6 @@
 """The pipeline commands' shared command line: default paths, and dataclass -> options.
 
-`python -m vision_model train|calibrate|evaluate|export|soup` runs `vision_model.<command>.main(args)`,
+`python -m vision_model train|calibrate|evaluate|export|soup|imprint` runs `vision_model.<command>.main(args)`,
 where `args` is the arguments dataclass that main() is annotated with (`TrainArguments`, ...),
 parsed with transformers' `HfArgumentParser`: one `--option` per field, booleans as `--x` /
 `--no-x` (and `--no_x`), lists as `--x A B`. Nothing here imports torch or transformers until a
@@ -38,6 +38,7 @@ PIPELINE_COMMANDS = {
     "calibrate": "fit the temperature and tune the safety thresholds on validation photos",
     "export": "package a trained model directory as the bundled release",
     "soup": "average the weights of model directories trained from the same start (a model soup)",
+    "imprint": "blend class prototypes into the head, for species with few photos",
 }
 # The model registry's commands (vision_model.registry; docs/TRAINING.md "Registry").
 REGISTRY_COMMANDS = {

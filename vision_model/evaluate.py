@@ -37,7 +37,7 @@ from vision_model.heldout import (
     synthetic_logits,
 )
 from vision_model.metrics import (
-    danger_figures,
+    danger_by_group,
     evaluate_with_decide,
     expected_calibration_error,
     group_metrics,
@@ -45,6 +45,7 @@ from vision_model.metrics import (
     nll,
     reliability_bins,
     risk_coverage,
+    shown_answers,
 )
 from vision_model.release import read_labels, read_train_info, trained_splits
 from vision_model.verdict import SafetyConfig, output_embedding, softmax
@@ -139,33 +140,27 @@ def plot_reliability(probs_before, probs_after, targets, path: Path) -> None:
     _save(fig, path)
 
 
-def backend_parity(model_dir, items, logits, verdicts, labels, edibility, safety, args, cache_dir) -> dict | None:
-    """How often `parity_backend` gives the same top-1 species and verdict as the evaluated backend."""
+def backend_parity(model_dir, items, logits, decided, labels, edibility, safety, args, cache_dir) -> dict | None:
+    """How often `parity_backend` tells the user the same as the evaluated backend: the same verdict shown and
+    the same species named as "most likely" (metrics.shown_answers). `same_top1_and_verdict` is the stricter
+    count that also compares the arg-max of photos the reply shows only as unreliable guesses."""
     if not args.parity_backend or args.parity_backend == args.backend:
         return None
     other = photo_logits(model_dir, items, cache_dir, args.parity_backend)
-    other_verdicts = evaluate_with_decide(other, ["unknown"] * len(other), labels, edibility, safety)["verdicts"]
-    same = (other.argmax(1) == logits.argmax(1)) & (np.array(other_verdicts) == np.array(verdicts))
+    other_decided = evaluate_with_decide(other, ["unknown"] * len(other), labels, edibility, safety)
+    shown = shown_answers(softmax(logits, safety.temperature), decided["verdicts"], decided["abstentions"], labels)
+    other_shown = shown_answers(softmax(other, safety.temperature), other_decided["verdicts"],
+                                other_decided["abstentions"], labels)
+    same = np.array([a == b for a, b in zip(shown, other_shown, strict=True)], dtype=bool)
+    strict = (other.argmax(1) == logits.argmax(1)) & (
+        np.array(other_decided["verdicts"]) == np.array(decided["verdicts"]))
     return {"backend": args.parity_backend, "against": args.backend, "n": len(items), "same": int(same.sum()),
-            "rate": mean_or_none(same)}
+            "rate": mean_or_none(same), "same_top1_and_verdict": int(strict.sum()),
+            "compared": "the verdict shown and the species named as most likely"}
 
 
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}"
-
-
-def danger_by_group(photo_verdicts, open_species_verdicts, photo_labels, is_main, fewshot_labels, edibility) -> dict:
-    """Danger recall and false-alarm rate (metrics.danger_figures) on main-class photos, rare-species photos,
-    and the open set: each rare species' photos scored with its own class removed, judged against what the
-    species really is (deadly, edible...), not against "unknown"."""
-    verdicts = np.array(photo_verdicts, dtype=object)
-    truth = np.array([edibility(lab) for lab in photo_labels], dtype=object)
-    open_truth = [edibility(lab) for lab in photo_labels if lab in fewshot_labels]  # build_tuning_set's order
-    return {
-        "main": danger_figures(verdicts[is_main].tolist(), truth[is_main].tolist()),
-        "rare": danger_figures(verdicts[~is_main].tolist(), truth[~is_main].tolist()),
-        "open_set": danger_figures(open_species_verdicts, open_truth),
-    }
 
 
 def check_held_out(model_dir: Path, args: EvaluateArguments, items, hashes: list[str]) -> bool:
@@ -233,15 +228,11 @@ def main(args: EvaluateArguments) -> dict:
             edibility,
             safety,
         )
-        verdicts_of[name] = result.pop("verdicts")
+        verdicts_of[name] = {key: result.pop(key) for key in ("verdicts", "abstentions")}
         safety_figures[name] = result
-    photo_verdicts = verdicts_of["photos"]
-    # The open set's verdicts of rare-species photos (its synthetic images have no species to judge by).
-    open_species_verdicts = [v for v, kind in zip(verdicts_of["open_set"], kinds[kinds != "val"], strict=True)
-                             if kind == "open_set_species"]
-    parity = backend_parity(model_dir, items, logits, photo_verdicts, labels, edibility, safety, args, cache_dir)
-    danger = danger_by_group(photo_verdicts, open_species_verdicts, [lab for _, lab in items], is_main,
-                             fewshot_labels, edibility)
+    parity = backend_parity(model_dir, items, logits, verdicts_of["photos"], labels, edibility, safety, args,
+                            cache_dir)
+    danger = danger_by_group(verdicts_of["all"]["verdicts"], tuning.species_truth, tuning.group)
 
     metrics = {
         "model": str(model_dir),
@@ -301,7 +292,7 @@ def main(args: EvaluateArguments) -> dict:
     # What `monitor` compares served predictions with: each held-out photo's top-1 probability and verdict.
     (out / "reference.json").write_text(json.dumps({
         "model_version": safety.version, "top1_probability": [round(float(x), 6) for x in probs.max(1)],
-        "verdicts": photo_verdicts, "abstention_rate": safety_figures["photos"]["abstention_rate"],
+        "verdicts": verdicts_of["photos"]["verdicts"], "abstention_rate": safety_figures["photos"]["abstention_rate"],
         "embeddings": np.round(output_embedding(logits), 4).tolist()}))
     tracking.record(
         "evaluate", args, {k: metrics[k] for k in ("n", "main", "fewshot", "overall_top1", "calibration", "safety",

@@ -174,7 +174,10 @@ def never_edible_note(safety) -> list[str]:
         '- **This model never says "edible".** On validation no threshold setting avoided every dangerous',
         f"  error ({hardest_case_text(tuning.get('hardest_case'))}), so",
         "  calibration switched edible verdicts off: photos with >= "
-        f'{safety.danger_threshold:.0%} dangerous mass get deadly/poisonous; a confident edible or',
+        f"{safety.warning_level:.0%} deadly/poisonous mass get deadly/poisonous"
+        + (f' (from {safety.danger_threshold:.0%}: "unknown", the dangerous candidates named)'
+           if safety.warning_level > safety.danger_threshold else "")
+        + "; a confident edible or",
         '  edible-with-caution top-1 gets "unknown" (treat as poisonous), a confident inedible one "inedible";',
         "  only photos below the abstain threshold or above the out-of-distribution energy threshold abstain.",
     ]
@@ -222,7 +225,8 @@ def calibration_line(safety) -> str:
         # A refit saw the validation photos, so its temperature and thresholds are its twin's.
         line += f", taken from the twin run `{twin['version']}` (same recipe, validation photos held out)"
     return (
-        f"{line}; safety thresholds in `safety.json` (danger {safety.danger_threshold}, abstain below "
+        f"{line}; safety thresholds in `safety.json` (danger {safety.danger_threshold}, warning "
+        f"{safety.warning_level}, abstain below "
         f"{safety.abstain_min_probability}, edible only above {safety.edible_min_probability} edible mass, "
         f"OOD energy threshold {safety.ood_threshold})."
     )
@@ -253,7 +257,11 @@ def danger_rows(m: dict) -> list[str]:
     rows = [f"| danger recall / false-alarm rate, {group.replace('_', ' ')} | {pct(d['danger_recall'])} / "
             f"{pct(d['false_alarm_rate'])} |" for group, d in (m.get("danger") or {}).items()]
     parity = m.get("parity")
-    if parity:
+    if parity and "compared" in parity:
+        rows.append(f"| same reply (verdict shown, species named) with {parity['backend']} as with "
+                    f"{parity['against']} | {parity['same']} of {parity['n']} (same top-1 and verdict: "
+                    f"{parity['same_top1_and_verdict']}) |")
+    elif parity:
         rows.append(f"| same species and verdict with {parity['backend']} as with {parity['against']} | "
                     f"{parity['same']} of {parity['n']} |")
     return rows

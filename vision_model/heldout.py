@@ -170,6 +170,12 @@ class TuningSet:
     truth: list[str]  # edibility class of the true species ("unknown" for open-set examples)
     kind: list[str]  # "val", "open_set_species", "synthetic"
     target: np.ndarray  # index of the true label (-1 for open-set examples)
+    # What the photo really shows, for the danger figures: the species' own edibility class, also for an
+    # open-set example (a rare species scored with its class removed is still, say, a deadly mushroom);
+    # "unknown" for synthetic images.
+    species_truth: list[str] = field(default_factory=list)
+    # "main" / "rare" (val photos of a main or a few-shot species), "open_set", "synthetic".
+    group: list[str] = field(default_factory=list)
 
 
 def build_tuning_set(
@@ -183,21 +189,28 @@ def build_tuning_set(
     index = {label: i for i, label in enumerate(labels)}
     rows, truth, kind = [val_logits], [edibility(lab) for lab in val_labels], ["val"] * len(val_labels)
     target = [index[lab] for lab in val_labels]
+    species_truth = list(truth)
+    group = ["rare" if lab in fewshot else "main" for lab in val_labels]
     masked = []
     for logit, lab in zip(val_logits, val_labels, strict=True):
         if lab in fewshot:
             row = logit.astype(np.float64).copy()
             row[index[lab]] = -np.inf  # the species is "not in the label set"
             masked.append(row)
+            species_truth.append(edibility(lab))
     if masked:
         rows.append(np.stack(masked))
         truth += ["unknown"] * len(masked)
         kind += ["open_set_species"] * len(masked)
+        group += ["open_set"] * len(masked)
     if len(synthetic_logits):
         rows.append(synthetic_logits)
         truth += ["unknown"] * len(synthetic_logits)
         kind += ["synthetic"] * len(synthetic_logits)
+        species_truth += ["unknown"] * len(synthetic_logits)
+        group += ["synthetic"] * len(synthetic_logits)
     target += [-1] * (len(truth) - len(target))
     return TuningSet(
-        np.concatenate([r.astype(np.float64) for r in rows]), truth, kind, np.array(target, dtype=int)
+        np.concatenate([r.astype(np.float64) for r in rows]), truth, kind, np.array(target, dtype=int),
+        species_truth, group,
     )

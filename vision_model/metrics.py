@@ -149,6 +149,22 @@ def danger_figures(verdicts: Sequence[str], truth: Sequence[str]) -> dict:
     }
 
 
+DANGER_GROUPS = ("main", "rare", "open_set")
+
+
+def danger_by_group(verdicts: Sequence[str], species_truth: Sequence[str], group: Sequence[str]) -> dict:
+    """danger_figures per group of a tuning set (heldout.TuningSet's `group`): main-class photos, rare-species
+    photos, and the open set (rare species' photos scored with their own class removed), each judged against
+    what the photo really shows (`species_truth`: deadly, edible...), not against "unknown"."""
+    return {
+        name: danger_figures(
+            [v for v, g in zip(verdicts, group, strict=True) if g == name],
+            [t for t, g in zip(species_truth, group, strict=True) if g == name],
+        )
+        for name in DANGER_GROUPS
+    }
+
+
 def evaluate_with_decide(
     logits: np.ndarray,
     truth: Sequence[str],
@@ -159,11 +175,11 @@ def evaluate_with_decide(
     """Poison cost and counts, photo by photo, with the production rule (verdict.decide)."""
     probs = masked_softmax(np.asarray(logits, dtype=np.float64), safety.temperature)
     energy = masked_energy(np.asarray(logits, dtype=np.float64), safety.temperature)
-    verdicts, dangerous, dangerous_incl_caution, missed, abstained = [], 0, 0, 0, 0
+    verdicts, abstentions, dangerous, dangerous_incl_caution, missed = [], [], 0, 0, 0
     for p, en, t in zip(probs, energy, truth, strict=True):
         r = decide(p, labels, edibility, safety, energy=float(en))
         verdicts.append(r.verdict)
-        abstained += r.abstained
+        abstentions.append(r.abstained)
         if r.verdict == "edible" and t not in SAFE_TO_CALL_EDIBLE:
             dangerous += 1
         # The stricter count a release check may use: "edible_with_caution" read as "edible".
@@ -179,6 +195,20 @@ def evaluate_with_decide(
         "edible_with_caution_verdicts": verdicts.count("edible_with_caution"),
         "missed_edible": missed,
         "poison_cost": poison_cost(dangerous, missed, len(truth)),
-        "abstention_rate": abstained / max(1, len(truth)),
+        "abstention_rate": sum(abstentions) / max(1, len(truth)),
         "verdicts": verdicts,
+        "abstentions": abstentions,
     }
+
+
+def shown_answers(probs: np.ndarray, verdicts: Sequence[str], abstentions: Sequence[bool],
+                  labels: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Per photo, what its reply tells (knowledge_base.answer_types.shown_answer): the verdict shown and the
+    species named as "most likely", if any. Two backends are at parity on a photo when these are equal: a
+    near-tie among guesses the reply calls unreliable is not a different answer."""
+    from knowledge_base.answer_types import shown_answer
+
+    probs = np.asarray(probs)
+    top, top_prob = probs.argmax(1), probs.max(1)
+    return [shown_answer(v, bool(a), labels[int(t)], float(p))
+            for v, a, t, p in zip(verdicts, abstentions, top, top_prob, strict=True)]

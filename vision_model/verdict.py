@@ -4,8 +4,8 @@ One pure function, `decide`, used both by the Classifier at inference time and b
 training engineer's threshold tuning, so the thresholds tuned are exactly the rule served.
 
 Rule (checked in this order; the first that fires wins):
-1. P(deadly) >= danger_threshold                         -> "deadly"
-2. P(deadly) + P(poisonous) >= danger_threshold          -> "poisonous" (even if top-1 is edible)
+1. P(deadly) >= warning_threshold                        -> "deadly"
+2. P(deadly) + P(poisonous) >= warning_threshold         -> "poisonous" (even if top-1 is edible)
 3. P(deadly) + P(poisonous) + P(label not in the catalog) >= danger_threshold
                                                          -> "unknown" (we cannot rule poison out)
 4. top-1 probability < abstain_min_probability, or the photo looks out-of-distribution
@@ -20,6 +20,15 @@ Rule (checked in this order; the first that fires wins):
    abstentions: the model did recognise the photo, it just may not vouch for eating it.
 A label the catalog lacks has edibility "unknown" and counts as dangerous mass
 (`danger_probability` = deadly + poisonous + unknown-label mass).
+
+Two thresholds, two jobs. `danger_threshold` (5 %) decides whether a photo may get any reassuring
+verdict: at or above it, the answer is at best "unknown". `warning_threshold` (>= danger_threshold;
+None: the same) decides when the reply says DEADLY / POISONOUS outright. Between the two, the photo
+gets "unknown", and the reply names the dangerous candidates with their share. So raising the warning
+threshold can never create an "edible" or "inedible" verdict: it only turns a warning into an
+"unknown — could be X (deadly)". A warning on every chanterelle with 6 % doubt would teach people
+to ignore warnings; calibration tunes the warning threshold on validation so that danger recall
+holds (vision_model.calibrate.tune_warning_threshold).
 
 Out-of-distribution score: the energy E = -T * logsumexp(logits / T) of the raw logits
 (Liu et al., 2020). In-distribution photos have low (very negative) energy; a photo of
@@ -51,6 +60,8 @@ class SafetyConfig:
     temperature: float = 1.0  # calibrated probabilities = softmax(logits / temperature)
     abstain_min_probability: float = 0.5  # below this top-1 probability: "unknown", abstained
     danger_threshold: float = 0.05  # dangerous mass at or above this wins over any edible top-1
+    # deadly (+ poisonous) mass at or above this: the verdict says deadly / poisonous (None: danger_threshold)
+    warning_threshold: float | None = None
     edible_min_probability: float = 0.9  # "edible" only when edible species hold this much mass
     ood_threshold: float | None = None  # energy score above this: abstain (None: off)
     # False: never say "edible" or "edible_with_caution" (edible-looking top-1 -> "unknown").
@@ -64,8 +75,17 @@ class SafetyConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
+        if self.warning_threshold is not None and not self.danger_threshold <= self.warning_threshold <= 1.0:
+            raise ValueError(
+                f"warning_threshold must be within [danger_threshold, 1], got {self.warning_threshold}"
+            )
         if not isinstance(self.allow_edible, bool):
             raise ValueError(f"allow_edible must be true or false, got {self.allow_edible!r}")
+
+    @property
+    def warning_level(self) -> float:
+        """The deadly/poisonous mass at which the verdict warns outright."""
+        return self.danger_threshold if self.warning_threshold is None else self.warning_threshold
 
     @classmethod
     def from_dict(cls, data: dict) -> SafetyConfig:
@@ -176,9 +196,9 @@ def decide(
     danger = toxic + masses.get("unknown", 0.0)
     danger_probability = min(1.0, danger)
 
-    if deadly >= safety.danger_threshold:
+    if deadly >= safety.warning_level:
         return VerdictResult("deadly", False, danger_probability)
-    if toxic >= safety.danger_threshold:
+    if toxic >= safety.warning_level:
         return VerdictResult("poisonous", False, danger_probability)
     if danger >= safety.danger_threshold:
         return VerdictResult("unknown", False, danger_probability)
