@@ -82,7 +82,7 @@ def tiny_train(tmp_path: Path, folders: list[Path], name: str, **overrides) -> P
         data_dir=[str(f) for f in folders], backbone=str(tiny_backbone(tmp_path / "backbone")),
         output_dir=str(tmp_path / name), num_hidden_layers=2, frozen_layers=1, augmented_views=1, epochs=2,
         average_last=1, batch_size=4, learning_rate=1e-3, head_learning_rate=1e-2,
-        cache_dir=str(tmp_path / "cache"), calibrate=False, save_fp16=False, version=name, **overrides,
+        cache_dir=str(tmp_path / "cache"), save_fp16=False, version=name, **{"calibrate": False, **overrides},
     )  # fmt: skip
     return train.main(args)
 
@@ -152,6 +152,13 @@ def test_training_works_the_same_with_tracking_off(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     model_dir = tiny_train(tmp_path, [make_folder(tmp_path / "pool", TINY_PHOTOS)], "untracked")
     assert json.loads((model_dir / "train_info.json").read_text())["dataset"]["photos"] == 20
+    assert not (tmp_path / "mlflow").exists()
+
+    # `--no-track` with tracking on: the calibration that training runs afterwards records nothing either.
+    monkeypatch.setenv("VISION_TRACKING", "on")
+    model_dir = tiny_train(tmp_path, [make_folder(tmp_path / "pool2", TINY_PHOTOS)], "untracked2", track=False,
+                           calibrate=True)
+    assert (model_dir / "safety.json").is_file()
     assert not (tmp_path / "mlflow").exists()
 
 

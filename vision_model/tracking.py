@@ -25,8 +25,22 @@ LOCAL_DIR = PROJECT_ROOT / "var" / "mlflow"
 OFF = {"0", "off", "false", "no"}
 
 
+_switched_off = False  # inside `off()`: a command run by another that is not tracked records nothing either
+
+
 def enabled_by_default() -> bool:
-    return os.environ.get("VISION_TRACKING", "on").strip().lower() not in OFF
+    return not _switched_off and os.environ.get("VISION_TRACKING", "on").strip().lower() not in OFF
+
+
+@contextmanager
+def off() -> Iterator[None]:
+    """No tracking inside: `train --no-track` runs calibrate, which must not open a run of its own."""
+    global _switched_off
+    before, _switched_off = _switched_off, True
+    try:
+        yield
+    finally:
+        _switched_off = before
 
 
 def tracking_uri() -> str:

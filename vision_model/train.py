@@ -23,6 +23,7 @@ Why it is built this way (see docs/TRAINING.md for the figures):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -868,15 +869,16 @@ def train(args: TrainArguments, mlflow=None) -> Path:
     if args.calibrate:
         from vision_model import calibrate
 
-        calibrate.main(
-            calibrate.CalibrateArguments(
-                model=str(model_dir),
-                data_dir=args.data_dir,
-                splits=str(out_dir / data.SPLITS_FILE),
-                version=version,
-                seed=args.split_seed,
+        with contextlib.nullcontext() if mlflow else tracking.off():  # untracked training: calibrate too
+            calibrate.main(
+                calibrate.CalibrateArguments(
+                    model=str(model_dir),
+                    data_dir=args.data_dir,
+                    splits=str(out_dir / data.SPLITS_FILE),
+                    version=version,
+                    seed=args.split_seed,
+                )
             )
-        )
     if mlflow:  # the epochs went out live; the linear stage and the weight average now
         tracking.log_history(mlflow, [row for row in history if row.get("stage") in ("linear", "average")])
         mlflow.set_tag("model_version", version)
