@@ -668,3 +668,35 @@ def test_imprint_blends_prototypes_into_the_head_as_the_same_graph_and_a_refit_t
     again = imprint.main(imprint.ImprintArguments(model=str(refit), output_dir=str(tmp_path / "refit-imprinted"),
                                                   data_dir=args.data_dir, splits=splits_file, alpha=4.0))
     assert again["fit_photos"] == 16 and again["alpha"] == 4.0  # train + val photos
+
+
+def test_the_genus_loss_sums_species_into_genera_and_charges_a_mistake_within_the_genus_less():
+    import torch
+    import torch.nn.functional as F
+
+    from vision_model import train
+
+    labels = ("amanita_muscaria", "amanita_phalloides", "boletus_edulis", "cantharellus_cibarius")
+    genus = train.genus_ids(labels)
+    assert genus.tolist() == [0, 0, 1, 2]
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0], [-3.0, 0.0, 4.0, 1.0]])
+    # Each genus's probability is the sum of its species' probabilities.
+    expected = torch.stack([torch.softmax(logits, 1)[:, :2].sum(1), torch.softmax(logits, 1)[:, 2],
+                            torch.softmax(logits, 1)[:, 3]], 1)
+    assert torch.allclose(torch.softmax(train.genus_logits(logits, genus), 1), expected, atol=1e-6)
+
+    args = train.TrainArguments(label_smoothing=0.0)
+    y = torch.tensor([1, 2])
+    plain = train.classification_loss(logits, y, args, labels)
+    assert plain.item() == pytest.approx(F.cross_entropy(logits, y).item())
+    with_genus = dataclasses.replace(args, genus_loss=0.5)
+    total = train.classification_loss(logits, y, with_genus, labels).item()
+    assert total == pytest.approx(plain.item() + 0.5 * F.nll_loss(torch.log(expected), genus[y]).item(), rel=1e-5)
+    # A death cap called fly agaric (same genus) costs less than one called a chanterelle, at equal confidence.
+    within = torch.tensor([[4.0, 0.0, 0.0, 0.0]])
+    across = torch.tensor([[0.0, 0.0, 0.0, 4.0]])
+    death_cap = torch.tensor([1])
+    assert train.classification_loss(within, death_cap, args, labels) == pytest.approx(
+        train.classification_loss(across, death_cap, args, labels).item())
+    assert (train.classification_loss(within, death_cap, with_genus, labels)
+            < train.classification_loss(across, death_cap, with_genus, labels))

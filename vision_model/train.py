@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -149,6 +150,14 @@ class TrainArguments(DataArguments):
         metadata={
             "help": "share of training batches given CutMix on the cached tokens: a box of the patch "
             "grid comes from another photo of the batch and the loss mixes both labels by area (0: off)"
+        },
+    )
+    genus_loss: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a second cross-entropy over genera (each genus's probability = the sum of its "
+            "species'; the hierarchical loss of FungiCLEF 2024's winners): a mistake within the genus costs "
+            "less than one across genera, and an unfamiliar species lands in its genus (0: off)"
         },
     )
     init_head_from: str | None = field(
@@ -485,6 +494,32 @@ def trainable_and_optimizer(model, args: TrainArguments):
     return trainable, torch.optim.AdamW(groups, weight_decay=args.weight_decay)
 
 
+@functools.cache
+def genus_ids(labels: tuple[str, ...]) -> torch.Tensor:
+    """Each label's genus as an index ("amanita_muscaria" -> the index of "amanita")."""
+    genera = {label: label.split("_", 1)[0] for label in labels}
+    index = {genus: i for i, genus in enumerate(sorted(set(genera.values())))}
+    return torch.tensor([index[genera[label]] for label in labels])
+
+
+def genus_logits(logits: torch.Tensor, genus: torch.Tensor) -> torch.Tensor:
+    """log of the summed species probabilities per genus (up to the softmax's common constant)."""
+    top = logits.max(dim=1, keepdim=True).values.detach()
+    sums = torch.zeros(len(logits), int(genus.max()) + 1, dtype=logits.dtype).index_add_(
+        1, genus, torch.exp(logits - top))
+    return torch.log(sums.clamp_min(1e-30)) + top
+
+
+def classification_loss(logits: torch.Tensor, y: torch.Tensor, args: TrainArguments, labels) -> torch.Tensor:
+    """Cross-entropy over species, plus `genus_loss` x the cross-entropy over their genera."""
+    loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+    if args.genus_loss:
+        genus = genus_ids(tuple(labels))
+        loss = loss + args.genus_loss * F.cross_entropy(
+            genus_logits(logits, genus), genus[y], label_smoothing=args.label_smoothing)
+    return loss
+
+
 def training_step(model, trainable, opt, x: torch.Tensor, y: torch.Tensor, args: TrainArguments):
     """One optimiser step on a batch of cached tokens (CutMix, PatchDropout, bf16 autocast); the loss."""
     partner, keep = None, 1.0
@@ -494,12 +529,11 @@ def training_step(model, trainable, opt, x: torch.Tensor, y: torch.Tensor, args:
         x = drop_patch_tokens(x, args.token_keep)
     with autocast(args.bf16):
         logits = model.classifier(upper_forward(model, x, args.frozen_layers)).float()
-    loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
+    labels = [model.config.id2label[i] for i in range(logits.shape[1])] if args.genus_loss else None
+    loss = classification_loss(logits, y, args, labels)
     if partner is not None:
         # The mixed photo is `keep` its own and 1 - keep its partner's: the loss weighs both labels so.
-        loss = keep * loss + (1 - keep) * F.cross_entropy(
-            logits, y[partner], label_smoothing=args.label_smoothing
-        )
+        loss = keep * loss + (1 - keep) * classification_loss(logits, y[partner], args, labels)
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
