@@ -55,6 +55,7 @@ def tiny_flags(command: str, scratch: Path, data_dir: Path | None) -> list[str]:
         "export": ["--release_dir", str(scratch / "release")]
         + ([] if data_dir is None else ["--manifest", str(scratch / "no-manifest.csv")]),
         "soup": [],
+        "imprint": data,
     }[command]
 
 
