@@ -93,7 +93,13 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
     import numpy as np
     import torch
 
-    from vision_model.classifier import Classifier, default_threads, onnx_cache_dir, weights_fingerprint
+    from vision_model.classifier import (
+        Classifier,
+        default_threads,
+        int8_at_parity,
+        onnx_cache_dir,
+        weights_fingerprint,
+    )
 
     torch.set_num_threads(threads or default_threads())
     load_seconds = {}
@@ -114,9 +120,7 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
         return [o[0]["label"] for o in out]
 
     def run_clf(clf, items):
-        if len(items) == 1:
-            return [clf.identify(items).label]
-        return [r.label for r in clf.identify_each(items)]
+        return [clf.identify(items)] if len(items) == 1 else clf.identify_each(items)
 
     methods = {
         "pipeline": run_pipe,
@@ -127,12 +131,15 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
         run(photos_single[:2])
 
     latencies = {name: [] for name in methods}
-    top1 = {name: [] for name in methods}
+    answers = {name: [] for name in methods}  # the pipeline's labels; the Classifier's Identifications
     for photo in tqdm(photos_single, desc=f"threads={threads} batch 1", unit="photo"):
         for name, run in methods.items():  # interleaved: background load hits every method alike
             t0 = time.perf_counter()
-            top1[name].extend(run([photo]))
+            answers[name].extend(run([photo]))
             latencies[name].append(time.perf_counter() - t0)
+    top1 = {name: [a if isinstance(a, str) else a.label for a in got] for name, got in answers.items()}
+    # What each backend's reply tells, photo by photo (compared with float32 ONNX's below).
+    shown = {name: [a.shown_answer() for a in answers[name]] for name in classifiers}
 
     batch_seconds = {name: 0.0 for name in methods}
     chunks = [photos_batch[i : i + args.batch_size] for i in range(0, len(photos_batch), args.batch_size)]
@@ -142,8 +149,6 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
             run(chunk)
             batch_seconds[name] += time.perf_counter() - t0
 
-    # Untimed: what each backend's reply would tell, photo by photo, against float32 ONNX's.
-    shown = {name: [clf.identify([p]).shown_answer() for p in photos_single] for name, clf in classifiers.items()}
     base_single = summarise(latencies["pipeline"])["throughput_per_s"]
     base_batch = len(photos_batch) / batch_seconds["pipeline"]
     results = {}
@@ -165,7 +170,7 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
             )
     return {
         "threads": threads or f"default ({default_threads()})",
-        "default_backend": Classifier.load(model_dir, threads=threads or None).backend,
+        "default_backend": "onnx-int8" if int8_at_parity(model_dir) else "onnx",  # what `auto` serves
         "load_seconds": {k: round(v, 2) for k, v in load_seconds.items()},
         "results": results,
     }

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# A top guess below knowledge_base.answer_types.UNSURE_BELOW is never presented as "most likely" (nor described in answers).
+# A top guess below knowledge_base.answer_types.UNSURE_BELOW is never presented as "most likely" (nor
+# described in answers): shown_answer says what a reply names.
 from bot.messages import to_plain
 from knowledge_base.answer import candidates_sentence, photo_candidates
 from knowledge_base.answer_types import PhotoContext, shown_answer

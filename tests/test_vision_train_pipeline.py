@@ -687,16 +687,16 @@ def test_the_genus_loss_sums_species_into_genera_and_charges_a_mistake_within_th
 
     args = train.TrainArguments(label_smoothing=0.0)
     y = torch.tensor([1, 2])
-    plain = train.classification_loss(logits, y, args, labels)
+    plain = train.classification_loss(logits, y, args)
     assert plain.item() == pytest.approx(F.cross_entropy(logits, y).item())
     with_genus = dataclasses.replace(args, genus_loss=0.5)
-    total = train.classification_loss(logits, y, with_genus, labels).item()
+    total = train.classification_loss(logits, y, with_genus, genus).item()
     assert total == pytest.approx(plain.item() + 0.5 * F.nll_loss(torch.log(expected), genus[y]).item(), rel=1e-5)
     # A death cap called fly agaric (same genus) costs less than one called a chanterelle, at equal confidence.
     within = torch.tensor([[4.0, 0.0, 0.0, 0.0]])
     across = torch.tensor([[0.0, 0.0, 0.0, 4.0]])
     death_cap = torch.tensor([1])
-    assert train.classification_loss(within, death_cap, args, labels) == pytest.approx(
-        train.classification_loss(across, death_cap, args, labels).item())
-    assert (train.classification_loss(within, death_cap, with_genus, labels)
-            < train.classification_loss(across, death_cap, with_genus, labels))
+    assert train.classification_loss(within, death_cap, args) == pytest.approx(
+        train.classification_loss(across, death_cap, args).item())
+    assert (train.classification_loss(within, death_cap, with_genus, genus)
+            < train.classification_loss(across, death_cap, with_genus, genus))

@@ -438,9 +438,8 @@ class Classifier:
         safety = SafetyConfig.load(model_dir)
         preprocess = load_preprocessor(model_dir)
         threads = threads or default_threads()
-        if backend == "auto" and int8_at_parity(model_dir):
-            backend = "auto-int8"
-        runner = cls._make_runner(model_dir, backend, preprocess, cache_dir, threads)
+        int8 = backend == "onnx-int8" or (backend == "auto" and int8_at_parity(model_dir))
+        runner = cls._make_runner(model_dir, backend, preprocess, cache_dir, threads, int8)
         return cls(
             model_dir,
             labels,
@@ -452,18 +451,17 @@ class Classifier:
         )
 
     @staticmethod
-    def _make_runner(model_dir, backend, preprocess, cache_dir, threads):
+    def _make_runner(model_dir, backend, preprocess, cache_dir, threads, int8=False):
         if backend == "torch":
             return TorchRunner(model_dir)
         input_size = getattr(preprocess, "input_size", None)
         try:
             if input_size is None:
                 raise ValueError("the model input size is not fixed (no centre crop)")
-            int8 = backend in ("onnx-int8", "auto-int8")
             onnx_path = ensure_onnx(model_dir, input_size, cache_dir, int8=int8)
             return OnnxRunner(onnx_path, threads, int8=int8)
         except Exception as exc:
-            if not backend.startswith("auto"):
+            if backend != "auto":
                 raise
             log.warning("ONNX Runtime unavailable for %s (%s); using torch", model_dir, exc)
             return TorchRunner(model_dir)

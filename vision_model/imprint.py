@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +36,19 @@ import numpy as np
 
 from vision_model import cli, tracking
 from vision_model.data import MAIN_CLASS_MIN_PHOTOS, load_splits
-from vision_model.release import read_labels, read_train_info, trained_splits
+from vision_model.dataset import MANIFEST_FILE
+from vision_model.release import (
+    DERIVED_COPIES,
+    WEIGHT_FILES,
+    read_labels,
+    read_train_info,
+    trained_splits,
+    write_derived_model,
+)
 
 log = logging.getLogger(__name__)
 
 ALPHAS = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
-COPIED = ("config.json", "preprocessor_config.json", "dataset_manifest.csv")
 
 
 @dataclass
@@ -131,19 +138,13 @@ def choose_alpha(val_logits, val_features, val_targets, protos, r, is_main) -> t
 def write_model(src: Path, out: Path, weight_delta: np.ndarray, info_extra: dict) -> None:
     """src's model with `weight_delta` added to the head's weight, saved as src was (dtype kept)."""
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
-    state = load_file(str(src / "model.safetensors"))
+    state = load_file(str(src / WEIGHT_FILES[0]))
     weight = state["classifier.weight"]
     state["classifier.weight"] = (weight.float() + torch.from_numpy(weight_delta).float()).to(weight.dtype)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "safety.json").unlink(missing_ok=True)  # the head changed: calibrate again
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    for name in COPIED:
-        if (src / name).exists():
-            shutil.copyfile(src / name, out / name)
-    info = read_train_info(src)
-    (out / "train_info.json").write_text(json.dumps({**info, **info_extra}, indent=2))
+    # The photo manifest too: the blended model learnt from exactly src's photos.
+    write_derived_model(out, state, src, {**read_train_info(src), **info_extra}, (*DERIVED_COPIES, MANIFEST_FILE))
 
 
 def main(args: ImprintArguments) -> dict:
@@ -152,10 +153,7 @@ def main(args: ImprintArguments) -> dict:
     index = {label: i for i, label in enumerate(labels)}
     learnt = trained_splits(read_train_info(src))
     splits = load_splits(args.data_dir, args.splits, args.seed, args.min_photos)
-    counts: dict[str, int] = {}
-    for items in splits.values():
-        for _, lab in items:
-            counts[lab] = counts.get(lab, 0) + 1
+    counts = Counter(lab for items in splits.values() for _, lab in items)
     # The prototypes come from the photos the model learnt from (a refit: train + val; a final fit: all).
     fit = [(p, lab) for name in ("train", "val", "test") if name in learnt for p, lab in splits.get(name, [])
            if lab in index]

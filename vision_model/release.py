@@ -16,6 +16,10 @@ MAX_RELEASE_BYTES = 50 * 1024 * 1024  # the committed release must stay within 5
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
+# What a model directory derived from another (a soup, a blended head) takes over from it unchanged.
+DERIVED_COPIES = ("config.json", "preprocessor_config.json")
+
+
 class ModelNotFound(FileNotFoundError):
     """The model directory is missing or incomplete; the message says what to do."""
 
@@ -79,3 +83,19 @@ def read_preprocessor_config(model_dir: str | Path) -> dict:
 def release_size_bytes(model_dir: str | Path = BUNDLED_MODEL_DIR) -> int:
     """Total size of the files in a model directory (what the 50 MB budget counts)."""
     return sum(p.stat().st_size for p in Path(model_dir).rglob("*") if p.is_file())
+
+
+def write_derived_model(out: Path, weights: dict, src: Path, info: dict, copied=DERIVED_COPIES) -> None:
+    """A model directory made from `src`'s: new `weights` (a safetensors state dict), src's `copied` files
+    (those it has) and `info` as train_info.json. Any safety.json there goes: new weights need calibrating."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "safety.json").unlink(missing_ok=True)  # a stale calibration must not survive
+    save_file(weights, str(out / WEIGHT_FILES[0]), metadata={"format": "pt"})
+    for name in copied:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))

@@ -13,20 +13,23 @@ The soup has no safety.json: calibrate it like any model (on validation for twin
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vision_model import cli, tracking
-from vision_model.release import read_labels, read_preprocessor_config, read_train_info
+from vision_model.release import (
+    WEIGHT_FILES,
+    read_labels,
+    read_preprocessor_config,
+    read_train_info,
+    write_derived_model,
+)
 
-WEIGHTS = "model.safetensors"
-COPIED = ("config.json", "preprocessor_config.json")
+WEIGHTS = WEIGHT_FILES[0]
 
 
 @dataclass
@@ -78,11 +81,6 @@ def main(args: SoupArguments) -> Path:
             raise ValueError(f"{d} was trained at another input size or preprocessing than {dirs[0]}: no soup")
     weights = average_weights(dirs)
     out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "safety.json").unlink(missing_ok=True)  # a stale calibration must not survive
-    save_file(weights, str(out / WEIGHTS), metadata={"format": "pt"})
-    for name in COPIED:
-        shutil.copyfile(dirs[0] / name, out / name)
     infos = [read_train_info(d) for d in dirs]
     names = [i.get("version", d.name) for i, d in zip(infos, dirs, strict=True)]
     version = args.version or "soup-" + "+".join(names)
@@ -92,7 +90,7 @@ def main(args: SoupArguments) -> Path:
     ]
     info = {**infos[0], "version": version, "soup_of": soup_of}
     info["refit"] = all(i.get("refit") for i in infos)
-    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    write_derived_model(out, weights, dirs[0], info)
     print(f"wrote {out}: mean weights of {len(dirs)} models; calibrate it before use")
     tracking.record("soup", args, {"ingredients": len(dirs)}, [out / "train_info.json"])
     return out

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -35,6 +34,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -494,8 +494,7 @@ def trainable_and_optimizer(model, args: TrainArguments):
     return trainable, torch.optim.AdamW(groups, weight_decay=args.weight_decay)
 
 
-@functools.cache
-def genus_ids(labels: tuple[str, ...]) -> torch.Tensor:
+def genus_ids(labels: Sequence[str]) -> torch.Tensor:
     """Each label's genus as an index ("amanita_muscaria" -> the index of "amanita")."""
     genera = {label: label.split("_", 1)[0] for label in labels}
     index = {genus: i for i, genus in enumerate(sorted(set(genera.values())))}
@@ -510,18 +509,21 @@ def genus_logits(logits: torch.Tensor, genus: torch.Tensor) -> torch.Tensor:
     return torch.log(sums.clamp_min(1e-30)) + top
 
 
-def classification_loss(logits: torch.Tensor, y: torch.Tensor, args: TrainArguments, labels) -> torch.Tensor:
-    """Cross-entropy over species, plus `genus_loss` x the cross-entropy over their genera."""
+def classification_loss(logits: torch.Tensor, y: torch.Tensor, args: TrainArguments,
+                        genus: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy over species, plus `genus_loss` x the cross-entropy over their genera (`genus`: genus_ids
+    of the labels, needed when genus_loss is on)."""
     loss = F.cross_entropy(logits, y, label_smoothing=args.label_smoothing)
     if args.genus_loss:
-        genus = genus_ids(tuple(labels))
         loss = loss + args.genus_loss * F.cross_entropy(
             genus_logits(logits, genus), genus[y], label_smoothing=args.label_smoothing)
     return loss
 
 
-def training_step(model, trainable, opt, x: torch.Tensor, y: torch.Tensor, args: TrainArguments):
-    """One optimiser step on a batch of cached tokens (CutMix, PatchDropout, bf16 autocast); the loss."""
+def training_step(model, trainable, opt, x: torch.Tensor, y: torch.Tensor, args: TrainArguments,
+                  genus: torch.Tensor | None = None):
+    """One optimiser step on a batch of cached tokens (CutMix, PatchDropout, bf16 autocast); the loss.
+    `genus`: genus_ids of the model's labels, for --genus_loss (computed once per run, not per step)."""
     partner, keep = None, 1.0
     if args.cutmix and float(torch.rand(())) < args.cutmix:
         x, partner, keep = cutmix_tokens(x)
@@ -529,11 +531,10 @@ def training_step(model, trainable, opt, x: torch.Tensor, y: torch.Tensor, args:
         x = drop_patch_tokens(x, args.token_keep)
     with autocast(args.bf16):
         logits = model.classifier(upper_forward(model, x, args.frozen_layers)).float()
-    labels = [model.config.id2label[i] for i in range(logits.shape[1])] if args.genus_loss else None
-    loss = classification_loss(logits, y, args, labels)
+    loss = classification_loss(logits, y, args, genus)
     if partner is not None:
         # The mixed photo is `keep` its own and 1 - keep its partner's: the loss weighs both labels so.
-        loss = keep * loss + (1 - keep) * classification_loss(logits, y[partner], args, labels)
+        loss = keep * loss + (1 - keep) * classification_loss(logits, y[partner], args, genus)
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -565,6 +566,7 @@ def finetune(
     val_rows = cache.rows(ids["val"], centre_only=True)
 
     trainable, opt = trainable_and_optimizer(model, args)
+    genus = genus_ids([model.config.id2label[i] for i in range(num_classes)]) if args.genus_loss else None
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     warmup = max(1, steps_per_epoch)  # one epoch: the first Adam steps are sign-like and large
@@ -616,7 +618,7 @@ def finetune(
             batch_rows = rows[start : start + args.batch_size]
             x = torch.from_numpy(cache.tokens[np.sort(batch_rows)].astype(np.float32))
             y = torch.as_tensor(targets[cache.sample_index[np.sort(batch_rows)]])
-            loss = training_step(model, trainable, opt, x, y, args)
+            loss = training_step(model, trainable, opt, x, y, args, genus)
             sched.step()
             epoch_loss += loss.item() * len(batch_rows)
             seen += len(batch_rows)
