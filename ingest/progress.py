@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 
 # What each stage is called in a sentence.
-STAGE_WORDS = {"load": "reading the guides", "chunk": "cutting them into passages", "embed": "embedding passages",
+STAGE_WORDS = {"load": "reading the guides", "chunk": "cutting them into passages",
+               "model": "preparing the embedding model", "embed": "embedding passages",
                "check": "checking the new index", "switch": "switching to it"}
 
 

@@ -30,6 +30,27 @@ def _ingest(settings, **kwargs):
     return pipeline.reingest(settings, **kwargs)
 
 
+def test_the_embedding_model_is_made_ready_before_the_embed_stage_starts(settings, guides, monkeypatch):
+    """On a fresh machine the model's one-time export happens in a stage of its own, so the embed stage's rate
+    (and the time left shown from it) measures embedding alone."""
+    import knowledge_base.embeddings as embeddings
+
+    events = []
+    real_load = embeddings.load_encoder
+
+    def load_encoder(*args, **kwargs):
+        events.append("load encoder")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(embeddings, "load_encoder", load_encoder)
+    report = _ingest(settings, progress=lambda done, total, stage: events.append((stage, done, total)))
+    assert report.status == "built", report.error
+    model_start, model_end = events.index(("model", 0, 1)), events.index(("model", 1, 1))
+    embed_start = next(i for i, e in enumerate(events) if isinstance(e, tuple) and e[0] == "embed")
+    assert model_start < events.index("load encoder") < model_end < embed_start
+    assert "model" in report.timings and "embed" in report.timings
+
+
 def test_reingest_builds_v1_then_v2_and_moves_alias(settings, guides):
     stages = []
     first = _ingest(settings, progress=lambda done, total, stage: stages.append((stage, done, total)))
