@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     from ingest.chunking import chunk_documents
     from ingest.loaders import catalog_documents, guide_files, load_paths
     from knowledge_base.catalog import default_catalog
-    from knowledge_base.embeddings import load_encoder, load_model
+    from knowledge_base.embeddings import PRECISIONS, embedding_id, load_encoder, load_model
 
     settings = get_settings()
     guides = Path(args.guides or settings.guides_dir)
@@ -146,6 +146,7 @@ def main(argv=None) -> int:
     with Clock() as raw1:
         baseline(before)
     results: dict = {}
+    encoders: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
 
@@ -166,6 +167,14 @@ def main(argv=None) -> int:
                           + "\n\nA note added by the benchmark about the volva of Amanita phalloides.\n",
                           encoding="utf-8")
         results["edited"] = build(later, timer, sources=[edited_guides], catalog=catalog)
+        # Each precision's encoder alone on the baseline's passages: the default against the earlier ones.
+        for precision in PRECISIONS:
+            encoder = load_encoder(precision=precision)
+            encoder.encode(sample[:8], 32)  # loaded (and made, once) untimed
+            with Clock() as alone:
+                encoder.encode(sample, 32)
+            encoders[precision] = {"backend": type(encoder).__name__, "embedding_id": embedding_id(precision),
+                                   "chunks_per_s": round(len(sample) / alone.wall, 2)}
         with Clock() as raw2:
             baseline(after)
 
@@ -198,11 +207,15 @@ def main(argv=None) -> int:
         if result["embedded"] and result["model_s"] > 0:
             result["model_ratio_over_baseline"] = round(
                 (result["embedded"] / result["model_s"]) / base["chunks_per_s"], 2)
+    for row in encoders.values():
+        row["ratio_over_baseline"] = round(row["chunks_per_s"] / base["chunks_per_s"], 2)
     result = {
         "what": "knowledge-base builds (catalog + guides) vs plain sentence-transformers float32 encode; cold starts",
         "args": {k: str(v) for k, v in asdict(args).items()},
         "machine": support.machine(loadavg_start=load_start, loadavg_end=os.getloadavg()),
         "embedding_backend": timer.encoder.name,
+        "embedding_id": embedding_id(),
+        "encoders_alone": encoders,
         "baseline_sentence_transformers_fp32": base,
         "builds": results,
         "cold_start": cold,

@@ -168,7 +168,10 @@ def cpu_info() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
                  platform.processor() or platform.machine())
     flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-    return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "amx": "amx_tile" in flags}
+    # VNNI (int8 dot products) and bfloat16 units decide the int8 and --bf16 ratios as much as the vector width.
+    return {"model": model, "avx2": "avx2" in flags, "avx512f": "avx512f" in flags,
+            "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}), "avx512_bf16": "avx512_bf16" in flags,
+            "amx": "amx_tile" in flags}
 
 
 def machine(**extra: Any) -> dict:

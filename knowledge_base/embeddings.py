@@ -5,17 +5,21 @@ switched off before any Hugging Face import. The encoder is loaded once per proc
 every `MiniLMEmbeddings` instance and every thread.
 
 Two backends compute the same vectors (cosine >= 0.9999 between them, checked by a test):
-- "onnx" (default): ONNX Runtime + the `tokenizers` library. No torch in the process, so a cold
-  `python -m knowledge_base ask` starts in about a second instead of about ten. The graph is exported
-  from the packaged weights once (that one time needs torch) and cached under var/cache/onnx.
+- "onnx" (default): the exported graph, served without torch by ONNX Runtime or OpenVINO + the `tokenizers`
+  library, so a cold `python -m knowledge_base ask` starts in about a second instead of about ten. The
+  graph is exported from the packaged weights once (that one time needs torch) and cached under
+  var/cache/onnx.
 - "torch": sentence-transformers, the reference (EMBEDDING_BACKEND=torch).
-The graph is fused by ONNX Runtime's BERT optimiser (one attention kernel per layer), about 1.4x
-sentence-transformers in float32. Two precisions (EMBEDDING_PRECISION): "int8" (default: the weights of
-every MatMul and of the fused attention quantised per channel, about 2.3x sentence-transformers, the
-knowledge-base evaluation as good as float32's) and "fp32" (the model's own vectors).
+Three precisions (EMBEDDING_PRECISION):
+- "int8" (default): static int8 (weights and activations) quantised by NNCF on a fixed calibration text and
+  served by OpenVINO (knowledge_base/openvino_int8.py): about 3.6-3.9x sentence-transformers on an AVX2 CPU;
+- "int8-dynamic": ONNX Runtime's BERT-fused graph with the weights of every MatMul and of the fused
+  attention quantised per channel (the default until 2026-12-04): about 2.3x;
+- "fp32": the model's own vectors (the fused graph in ONNX Runtime, about 1.4x).
 Their vectors differ slightly (cosine >= 0.98), so they never meet in one index: each collection records
 the embedding it holds (`embedding_id`), queries are embedded with that one (`embeddings_for`), and a
-start after the default changed rebuilds the index in the background (ingest.pipeline.source_changes).
+start after the default changed rebuilds the index in the background (ingest.pipeline.source_changes)
+while the old one keeps answering, its queries embedded with its own precision.
 
 Two faces of the same model:
 - `MiniLMEmbeddings`: a LangChain `Embeddings` (what `langchain_chroma.Chroma` and the answerer use);
@@ -51,9 +55,10 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
 DEFAULT_BATCH_SIZE = 32
 BACKENDS = ("onnx", "torch")
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "int8-dynamic", "fp32")
 # What an index records as its embedding; the float32 id is the model's name, as indexes recorded before.
-EMBEDDING_IDS = {"fp32": MODEL_NAME, "int8": f"{MODEL_NAME}/int8-fused-attention-per-channel"}
+EMBEDDING_IDS = {"fp32": MODEL_NAME, "int8": f"{MODEL_NAME}/int8-static-openvino-nncf",
+                 "int8-dynamic": f"{MODEL_NAME}/int8-fused-attention-per-channel"}
 ONNX_OPSET = 17
 EXPORT_RECIPE = "minilm-last-hidden-state-bert-fused-v2"  # bump when export_onnx changes what it writes
 # ONNX Runtime's BERT fusions, then int8 for every MatMul and the fused attention's projections (QAttention).
@@ -80,7 +85,7 @@ def backend_name() -> str:
 
 
 def precision_name() -> str:
-    """EMBEDDING_PRECISION: "int8" (default) or "fp32"."""
+    """EMBEDDING_PRECISION: "int8" (default), "int8-dynamic" or "fp32"."""
     name = os.environ.get("EMBEDDING_PRECISION", "int8").strip().lower() or "int8"
     if name not in PRECISIONS:
         raise ValueError(f"EMBEDDING_PRECISION={name!r}: use one of {', '.join(PRECISIONS)}")
@@ -130,17 +135,18 @@ class TorchEncoder:
 
 
 # --- the ONNX backend ----------------------------------------------------------------------------
-def weights_fingerprint(model_path: Path) -> str:
+def weights_fingerprint(model_path: Path, extra: str = "") -> str:
     """Hash of what the cached graphs depend on: weights, config, export recipe, int8 ops, torch version."""
     # INT8_OPS too: the int8 graph is cached under the same name, and must not outlive a change of what it quantises.
-    recipe = f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|int8:{','.join(INT8_OPS)}|torch{onnx_files.torch_version()}"
+    recipe = f"{EXPORT_RECIPE}|opset{ONNX_OPSET}|int8:{','.join(INT8_OPS)}|torch{onnx_files.torch_version()}{extra}"
     return onnx_files.fingerprint(recipe, model_path, ("config.json", "model.safetensors"))[:24]
 
 
-def export_onnx(model_path: Path, out_path: Path) -> Path:
+def export_onnx(model_path: Path, out_path: Path, fuse: bool = True) -> Path:
     """Export the transformer (token ids -> last hidden state) to ONNX with ONNX Runtime's BERT fusions
     (attention, embedding + layer norm, skip layer norm, bias + GELU as single kernels); atomic write.
-    Needs torch.
+    Needs torch. `fuse=False` keeps the plain graph of standard operators (what OpenVINO reads: the fused
+    kernels are ONNX Runtime's own).
 
     Why the fusions: unfused, the graph runs MiniLM no faster than sentence-transformers; fused it is about
     1.4x faster in float32 with the same vectors, and the fused attention is what int8 can quantise
@@ -177,11 +183,13 @@ def export_onnx(model_path: Path, out_path: Path) -> Path:
                 dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]},
                 opset_version=ONNX_OPSET, dynamo=False,
             )
-        fused = optimizer.optimize_model(tmp, model_type="bert", num_heads=model.config.num_attention_heads,
-                                         hidden_size=model.config.hidden_size, opt_level=1)
-        if not fused.get_fused_operator_statistics().get("Attention"):
-            log.warning("ONNX Runtime fused no attention in %s: the graph stays correct but slower", out_path.name)
-        fused.save_model_to_file(tmp)
+        if fuse:
+            fused = optimizer.optimize_model(tmp, model_type="bert", num_heads=model.config.num_attention_heads,
+                                             hidden_size=model.config.hidden_size, opt_level=1)
+            if not fused.get_fused_operator_statistics().get("Attention"):
+                log.warning("ONNX Runtime fused no attention in %s: the graph stays correct but slower",
+                            out_path.name)
+            fused.save_model_to_file(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, out_path)  # other processes see no file or a whole one
     finally:
@@ -197,22 +205,69 @@ def ensure_onnx(model_path: Path, cache_dir: Path | None = None, *, int8: bool =
                                    lambda path: export_onnx(model_path, path), int8=int8, int8_ops=INT8_OPS)
 
 
+def ensure_openvino_int8(model_path: Path, cache_dir: Path | None = None) -> Path:
+    """The cached OpenVINO IR of the static int8 graph (.xml; its .bin beside it), made first when missing:
+    the plain graph is exported (needs torch) and quantised by NNCF on the calibration text (about 20-40 s, once)."""
+    from knowledge_base import openvino_int8
+
+    stem = f"minilm-{weights_fingerprint(model_path, openvino_int8.recipe())}"
+    preferred = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    if (preferred / f"{stem}.ov-int8.xml").is_file():
+        return preferred / f"{stem}.ov-int8.xml"
+    folder = onnx_files.writable_dir(preferred, "mushroom_minilm_onnx")
+    xml = folder / f"{stem}.ov-int8.xml"
+    if not xml.is_file():
+        plain = folder / f"{stem}.plain.onnx"
+        if not plain.is_file():
+            log.info("exporting the plain graph for OpenVINO (once per set of weights) -> %s", plain)
+            export_onnx(model_path, plain, fuse=False)
+        log.info("quantising the embedding model to static int8 (once per set of weights) -> %s", xml)
+        tokenizer = _tokenizer(model_path)
+        openvino_int8.quantize(plain, xml, (feed for _, feed in _feeds(tokenizer, openvino_int8.calibration_texts(), 1)))
+        plain.unlink(missing_ok=True)  # 90 MB that only the quantiser needed
+    return xml
+
+
+def _tokenizer(model_path: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
+    # tokenizer.json pads and truncates to 128; sentence-transformers truncates at 256 and pads to the
+    # longest text of a batch. Do the same (padding is done in `_feeds`, per length-sorted batch).
+    tokenizer.enable_truncation(max_length=max_seq_length(model_path))
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def _feeds(tokenizer: Any, texts: list[str], batch_size: int, pad_to: int = 1):
+    """(rows, graph inputs) per batch, longest texts first so each batch pads to a similar length (as
+    sentence-transformers does); widths rounded up to a multiple of `pad_to`."""
+    encodings = tokenizer.encode_batch([t.strip() for t in texts])
+    order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin : begin + batch_size]
+        width = -(-max(len(encodings[i].ids) for i in rows) // pad_to) * pad_to
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, i in enumerate(rows):
+            n = len(encodings[i].ids)
+            ids[r, :n] = encodings[i].ids
+            mask[r, :n] = 1
+        yield rows, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
 class OnnxEncoder:
     """Tokenise with `tokenizers`, run the graph, mean-pool over real tokens, L2-normalise:
     exactly what sentence-transformers does for this model, without torch."""
 
     name = "onnx"
+    pad_to = 1
 
     def __init__(self, model_path: Path, onnx_path: Path | None = None, threads: int | None = None,
                  int8: bool = False) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
-        # tokenizer.json pads and truncates to 128; sentence-transformers truncates at 256 and pads to the
-        # longest text of a batch. Do the same (padding is done here, per length-sorted batch).
-        self.tokenizer.enable_truncation(max_length=max_seq_length(model_path))
-        self.tokenizer.no_padding()
+        self.tokenizer = _tokenizer(model_path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or onnx_files.cpu_count()
         options.inter_op_num_threads = 1
@@ -223,26 +278,36 @@ class OnnxEncoder:
         path = onnx_path or ensure_onnx(model_path, int8=int8)
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(["last_hidden_state"], feed)[0]
+
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch([t.strip() for t in texts])
-        # Longest first, so each batch pads to a similar length (as sentence-transformers does).
-        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
         out = np.empty((len(texts), EMBEDDING_DIM), dtype=np.float32)
-        for begin in range(0, len(order), batch_size):
-            rows = order[begin : begin + batch_size]
-            width = max(len(encodings[i].ids) for i in rows)
-            ids = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                n = len(encodings[i].ids)
-                ids[r, :n] = encodings[i].ids
-                mask[r, :n] = 1
-            hidden = self.session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask,
-                                                              "token_type_ids": np.zeros_like(ids)})[0]
-            weights = mask[..., None].astype(np.float32)
+        for rows, feed in _feeds(self.tokenizer, texts, batch_size, self.pad_to):
+            hidden = self.run(feed)
+            weights = feed["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             out[rows] = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
         return out
+
+
+class OpenVinoEncoder(OnnxEncoder):
+    """The same tokenising and pooling around the static int8 graph in OpenVINO."""
+
+    name = "openvino"
+    # OpenVINO prepares its kernels per input shape: widths in steps of 16 give it fewer shapes to prepare
+    # (measured about 3 % faster); the padding is masked, so the vectors do not change.
+    pad_to = 16
+
+    def __init__(self, model_path: Path, xml_path: Path | None = None, threads: int | None = None) -> None:
+        from knowledge_base import openvino_int8
+
+        self.tokenizer = _tokenizer(model_path)
+        self.graph = openvino_int8.CompiledGraph(xml_path or ensure_openvino_int8(model_path),
+                                                 threads or onnx_files.cpu_count())
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.graph.run(feed)
 
 
 @lru_cache(maxsize=4)
@@ -251,7 +316,9 @@ def _load_encoder(path: str, backend: str, precision: str) -> TorchEncoder | Onn
         if precision != "fp32":
             raise ValueError("EMBEDDING_BACKEND=torch computes float32 vectors only: set EMBEDDING_PRECISION=fp32")
         return TorchEncoder(Path(path))
-    return OnnxEncoder(Path(path), int8=precision == "int8")
+    if precision == "int8":
+        return OpenVinoEncoder(Path(path))
+    return OnnxEncoder(Path(path), int8=precision == "int8-dynamic")
 
 
 def load_encoder(path: str | Path | None = None, backend: str | None = None,
