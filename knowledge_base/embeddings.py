@@ -12,9 +12,9 @@ Two backends compute the same vectors (cosine >= 0.9999 between them, checked by
 - "torch": sentence-transformers, the reference (EMBEDDING_BACKEND=torch).
 Three precisions (EMBEDDING_PRECISION):
 - "int8" (default): static int8 (weights and activations) quantised by NNCF on a fixed calibration text and
-  served by OpenVINO (knowledge_base/openvino_int8.py): about 3.6-3.9x sentence-transformers on an AVX2 CPU;
+  served by OpenVINO (knowledge_base/openvino_int8.py): 3.7-4.7x sentence-transformers on an AVX-512 VNNI CPU;
 - "int8-dynamic": ONNX Runtime's BERT-fused graph with the weights of every MatMul and of the fused
-  attention quantised per channel (the default until 2026-12-04): about 2.3x;
+  attention quantised per channel (the default until 2026-12-04): about 2.3-2.7x;
 - "fp32": the model's own vectors (the fused graph in ONNX Runtime, about 1.4x).
 Their vectors differ slightly (cosine >= 0.98), so they never meet in one index: each collection records
 the embedding it holds (`embedding_id`), queries are embedded with that one (`embeddings_for`), and a

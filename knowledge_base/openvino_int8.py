@@ -1,9 +1,10 @@
 """Static int8 MiniLM for OpenVINO: the plain ONNX graph quantised once by NNCF, then served by OpenVINO.
 
-Why: on a CPU without VNNI or AMX (AVX2 only) ONNX Runtime's dynamic int8 ran the embedding at about 2.3x
-sentence-transformers' float32 encode; the same model quantised statically (activations too, with
-SmoothQuant and bias correction, NNCF's transformer recipe) runs at about 3.6-3.9x in OpenVINO, with vectors
-at least as close to float32's (benchmarks/results/ingest.json, docs/KNOWLEDGE_BASE.md).
+Why: ONNX Runtime's dynamic int8 (int8 weights, float activations) ran the embedding at 1.9-2.7x
+sentence-transformers' float32 encode on the 2-core machines here; the same model quantised statically
+(activations too, with SmoothQuant and bias correction, NNCF's transformer recipe) runs at 3.7-4.7x in
+OpenVINO (3.2-3.6x for a whole first build) on an AVX-512 VNNI CPU, with vectors at least as close to
+float32's (benchmarks/results/ingest.json, docs/KNOWLEDGE_BASE.md; not yet measured on an AVX2-only CPU).
 
 Static quantisation needs calibration text. It is a fixed file in the repository (`int8_calibration.txt`,
 254 passages written from the species catalog: single sections and whole profiles, short and long), never
