@@ -217,14 +217,13 @@ def ensure_openvino_int8(model_path: Path, cache_dir: Path | None = None) -> Pat
     folder = onnx_files.writable_dir(preferred, "mushroom_minilm_onnx")
     xml = folder / f"{stem}.ov-int8.xml"
     if not xml.is_file():
-        plain = folder / f"{stem}.plain.onnx"
-        if not plain.is_file():
-            log.info("exporting the plain graph for OpenVINO (once per set of weights) -> %s", plain)
-            export_onnx(model_path, plain, fuse=False)
         log.info("quantising the embedding model to static int8 (once per set of weights) -> %s", xml)
-        tokenizer = _tokenizer(model_path)
-        openvino_int8.quantize(plain, xml, (feed for _, feed in _feeds(tokenizer, openvino_int8.calibration_texts(), 1)))
-        plain.unlink(missing_ok=True)  # 90 MB that only the quantiser needed
+        # The plain graph (90 MB) is only the quantiser's input: a private temporary file, so that two
+        # processes preparing at once never read a graph the other is writing or removing.
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".plain-") as tmp:
+            plain = export_onnx(model_path, Path(tmp) / "plain.onnx", fuse=False)
+            feeds = (feed for _, feed in _feeds(_tokenizer(model_path), openvino_int8.calibration_texts(), 1))
+            openvino_int8.quantize(plain, xml, feeds)
     return xml
 
 

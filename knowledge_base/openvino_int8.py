@@ -19,6 +19,7 @@ No torch and no NNCF at query time: the quantised graph is cached as OpenVINO IR
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterable
@@ -49,10 +50,21 @@ def quantize(plain_onnx: Path, out_xml: Path, feeds: Iterable[dict[str, np.ndarr
     os.environ.setdefault("NNCF_CI", "1")
     import nncf
     import openvino as ov
+    import rich
 
     feeds = list(feeds)
-    model = nncf.quantize(ov.Core().read_model(str(plain_onnx)), nncf.Dataset(feeds),
-                          model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
+    # NNCF draws its own progress bars (rich, on the shared console) and logs at INFO: in the console bot they
+    # would cut through the conversation. The build's "preparing the embedding model" stage already shows
+    # this wait, so both are kept quiet while it runs.
+    console, level = rich.get_console(), nncf.common.logging.nncf_logger.level
+    quiet, console.quiet = console.quiet, True
+    nncf.set_log_level(logging.WARNING)
+    try:
+        model = nncf.quantize(ov.Core().read_model(str(plain_onnx)), nncf.Dataset(feeds),
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
+    finally:
+        console.quiet = quiet
+        nncf.set_log_level(level)
     with tempfile.TemporaryDirectory(dir=out_xml.parent, prefix=f".{out_xml.stem}.") as tmp:
         tmp_xml = Path(tmp) / out_xml.name
         ov.save_model(model, str(tmp_xml), compress_to_fp16=False)

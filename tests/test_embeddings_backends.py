@@ -219,3 +219,29 @@ def test_the_lexical_index_is_written_once_and_read_back(tmp_path):
     rebuilt = HybridRetriever(store, cache_file=newer)
     assert store.reads == 3 and lexical_only(rebuilt, "forked ridges") == ["c1"]
     assert json.loads(newer.read_text(encoding="utf-8"))["format"] == 1
+
+
+def test_quantising_writes_a_whole_graph_and_prints_nothing(tmp_path, capfd):
+    """NNCF's own progress bars and INFO lines would cut through the console conversation while the first
+    build prepares the model in the background: the quantiser runs quiet, and leaves an .xml with its .bin."""
+    import openvino as ov
+    from transformers import BertConfig, BertModel
+
+    from knowledge_base import openvino_int8
+
+    tiny = tmp_path / "tiny-bert"
+    BertModel(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=32)).save_pretrained(tiny)
+    plain = embeddings.export_onnx(tiny, tmp_path / "plain.onnx", fuse=False)
+    rng = np.random.default_rng(0)
+    feeds = [{"input_ids": rng.integers(1, 64, (1, n)), "attention_mask": np.ones((1, n), np.int64),
+              "token_type_ids": np.zeros((1, n), np.int64)} for n in (3, 9, 17)]
+    (tmp_path / "out").mkdir()
+    capfd.readouterr()
+    xml = openvino_int8.quantize(plain, tmp_path / "out" / "tiny.ov-int8.xml", feeds)
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert sorted(p.name for p in xml.parent.iterdir()) == ["tiny.ov-int8.bin", "tiny.ov-int8.xml"]  # no leftovers
+    ops = [op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops()]
+    assert "FakeQuantize" in ops
