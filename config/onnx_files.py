@@ -63,25 +63,35 @@ def writable_dir(preferred: Path, fallback_name: str) -> Path:
     return fallback
 
 
+def cached_file(preferred: Path, name: str, fallback_name: str, make: Callable[[Path], object]) -> Path:
+    """`name` in the cache: found where it is (e.g. made into a read-only cache at image build time), else
+    made once by `make(path)` in the cache, or in a temporary one where the cache cannot be written."""
+    if (preferred / name).is_file():
+        return preferred / name
+    path = writable_dir(preferred, fallback_name) / name
+    if not path.is_file():
+        make(path)
+    return path
+
+
 def cached_graph(
     preferred: Path, stem: str, fallback_name: str, export: Callable[[Path], object], *, int8: bool = False,
     int8_ops: Iterable[str] = ("MatMul",),
 ) -> Path:
-    """`<stem>.onnx` (or `<stem>.int8.onnx`) in the cache: found where it is (e.g. exported into a read-only
-    cache at image build time), else exported by `export(path)` once, and quantised once for int8."""
-    name = f"{stem}.int8.onnx" if int8 else f"{stem}.onnx"
-    if (preferred / name).is_file():
-        return preferred / name
-    folder = writable_dir(preferred, fallback_name)
-    fp32_path = folder / f"{stem}.onnx"
-    if not fp32_path.is_file():
-        log.info("exporting to ONNX (once per set of weights) -> %s", fp32_path)
-        export(fp32_path)
+    """`<stem>.onnx` (or `<stem>.int8.onnx`) in the cache (`cached_file`): exported by `export(path)` once,
+    and quantised once for int8."""
+
+    def exported(path: Path) -> None:
+        log.info("exporting to ONNX (once per set of weights) -> %s", path)
+        export(path)
+
+    def fp32() -> Path:
+        return cached_file(preferred, f"{stem}.onnx", fallback_name, exported)
+
     if not int8:
-        return fp32_path
-    if not (folder / name).is_file():
-        quantize_int8(fp32_path, folder / name, int8_ops)
-    return folder / name
+        return fp32()
+    return cached_file(preferred, f"{stem}.int8.onnx", fallback_name,
+                       lambda path: quantize_int8(fp32(), path, int8_ops))
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, ops: Iterable[str] = ("MatMul",)) -> Path:

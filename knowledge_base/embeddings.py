@@ -210,21 +210,18 @@ def ensure_openvino_int8(model_path: Path, cache_dir: Path | None = None) -> Pat
     the plain graph is exported (needs torch) and quantised by NNCF on the calibration text (about 20-40 s, once)."""
     from knowledge_base import openvino_int8
 
-    stem = f"minilm-{weights_fingerprint(model_path, openvino_int8.recipe())}"
-    preferred = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    if (preferred / f"{stem}.ov-int8.xml").is_file():
-        return preferred / f"{stem}.ov-int8.xml"
-    folder = onnx_files.writable_dir(preferred, "mushroom_minilm_onnx")
-    xml = folder / f"{stem}.ov-int8.xml"
-    if not xml.is_file():
+    def quantised(xml: Path) -> None:
         log.info("quantising the embedding model to static int8 (once per set of weights) -> %s", xml)
         # The plain graph (90 MB) is only the quantiser's input: a private temporary file, so that two
         # processes preparing at once never read a graph the other is writing or removing.
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".plain-") as tmp:
+        with tempfile.TemporaryDirectory(dir=xml.parent, prefix=".plain-") as tmp:
             plain = export_onnx(model_path, Path(tmp) / "plain.onnx", fuse=False)
             feeds = (feed for _, feed in _feeds(_tokenizer(model_path), openvino_int8.calibration_texts(), 1))
             openvino_int8.quantize(plain, xml, feeds)
-    return xml
+
+    stem = f"minilm-{weights_fingerprint(model_path, openvino_int8.recipe())}"
+    return onnx_files.cached_file(Path(cache_dir) if cache_dir is not None else onnx_cache_dir(),
+                                  f"{stem}.ov-int8.xml", "mushroom_minilm_onnx", quantised)
 
 
 def _tokenizer(model_path: Path) -> Any:
