@@ -41,7 +41,7 @@ class BenchArgs(support.PhotoArgs):  # --images
     n_single: int = option(24, "photos timed one by one (batch 1)")
     n_batch: int = option(32, "photos timed in batches")
     batch_size: int = 16
-    backends: str = option("onnx,onnx-int8", "Classifier backends to compare with the pipeline")
+    backends: str = option("onnx,onnx-int8,openvino,openvino-bf16", "Classifier backends to compare with the pipeline")
     threads: str = option("0,1", "thread settings to run, each for torch AND ONNX Runtime; 0 = library default")
     out: str = str(support.RESULTS / "classifier.json")
 
@@ -95,8 +95,8 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
 
     from vision_model.classifier import (
         Classifier,
+        auto_backends,
         default_threads,
-        int8_at_parity,
         onnx_cache_dir,
         weights_fingerprint,
     )
@@ -146,8 +146,10 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
     for chunk in tqdm(chunks, desc=f"threads={threads} batch {args.batch_size}", unit="batch"):
         for name, run in methods.items():
             t0 = time.perf_counter()
-            run(chunk)
+            got = run(chunk)
             batch_seconds[name] += time.perf_counter() - t0
+            if name in shown:  # parity is counted on every photo, batch 1 and batched
+                shown[name].extend(a.shown_answer() for a in got)
 
     base_single = summarise(latencies["pipeline"])["throughput_per_s"]
     base_batch = len(photos_batch) / batch_seconds["pipeline"]
@@ -168,9 +170,13 @@ def compare(args: BenchArgs, model_dir: Path, pipe, threads: int, photos_single,
             results[name]["shown_answer_parity_with_onnx"] = round(
                 float(np.mean([a == b for a, b in zip(shown[name], shown["onnx"], strict=True)])), 4
             )
+            results[name]["photos_compared"] = len(shown[name])
+        if name in classifiers and classifiers[name].photos_rerun:  # a checked backend: how often float32 ran too
+            results[name]["photos_run_again_in_float32"] = (
+                f"{classifiers[name].photos_rerun} of {classifiers[name].photos_run}")
     return {
         "threads": threads or f"default ({default_threads()})",
-        "default_backend": "onnx-int8" if int8_at_parity(model_dir) else "onnx",  # what `auto` serves
+        "default_backend": auto_backends(model_dir)[0],  # what `auto` serves (where it loads)
         "load_seconds": {k: round(v, 2) for k, v in load_seconds.items()},
         "results": results,
     }

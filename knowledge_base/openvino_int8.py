@@ -81,21 +81,9 @@ class CompiledGraph:
     embeddings' encode lock (OpenVINO requests are not for concurrent use)."""
 
     def __init__(self, xml: Path, threads: int) -> None:
-        import openvino as ov
+        from config.onnx_files import openvino_request
 
-        # LATENCY: one stream using every core for each batch, as ONNX Runtime's intra-op threads do.
-        config: dict = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
-        # OpenVINO's own cache of the graph compiled for this CPU: 0.13 s to load instead of 0.5 s to compile,
-        # which a cold `python -m knowledge_base ask` feels. Skipped where the folder is read-only (an image).
-        kernels = xml.parent / "openvino-compiled"
-        try:
-            kernels.mkdir(exist_ok=True)
-            if os.access(kernels, os.W_OK):
-                config["CACHE_DIR"] = str(kernels)
-        except OSError:
-            pass
-        compiled = ov.Core().compile_model(str(xml), "CPU", config)
-        self._request = compiled.create_infer_request()
+        self._request = openvino_request(xml, threads)
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self._request.infer(feed)[0]

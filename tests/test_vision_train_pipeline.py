@@ -221,8 +221,8 @@ def test_evaluate_writes_report_plots_and_json(trained):
     assert (danger["open_set"]["dangerous_photos"], danger["open_set"]["edible_photos"]) == (2, 2)
     assert all(0.0 <= d[k] <= 1.0 for d in (danger["rare"], danger["open_set"])
                for k in ("danger_recall", "false_alarm_rate"))
-    # The int8 backend checked against the evaluated one on the same photos (issue 23: the default only at 100 %).
-    assert saved["parity"]["backend"] == "onnx-int8" and saved["parity"]["n"] == 4
+    # The default fast backend (bfloat16 checked against float32) compared with the evaluated one on the same photos.
+    assert saved["parity"]["backend"] == "openvino-bf16" and saved["parity"]["n"] == 4
     assert 0 <= saved["parity"]["same"] <= 4 and saved["parity"]["rate"] == saved["parity"]["same"] / 4
     # Parity counts what the replies show; the stricter arg-max count can only be lower.
     assert saved["parity"]["compared"] == "the verdict shown and the species named as most likely"
@@ -399,7 +399,7 @@ def test_final_fit_learns_every_photo_and_its_card_shows_the_held_out_figures_of
     assert "## Metrics (test split, held out from `tiny-e2e`: the same recipe without the test photos)" in card
     assert "no held-out figure of them exists" in card
     assert "| danger recall / false-alarm rate, open set |" in card
-    assert "| same reply (verdict shown, species named) with onnx-int8 as with torch | " in card
+    assert "| same reply (verdict shown, species named) with openvino-bf16 as with torch | " in card
     assert "Train 12, val 4, test 4 photos (these weights learnt from all 20;" in card
     command = export.reproduce_command(info)
     assert command.count("--include_test") == 1  # the twin and the refit hold the test photos out

@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     identify.add_argument(
         "--backend",
-        choices=["auto", "onnx", "onnx-int8", "torch"],
+        choices=["auto", "onnx", "onnx-int8", "openvino", "openvino-bf16", "torch"],
         default=None,
-        help="inference runtime (default: $VISION_BACKEND, else auto = ONNX Runtime with torch fallback)",
+        help="inference runtime (default: $VISION_BACKEND, else auto: OpenVINO, bfloat16 checked against float32 "
+        "where the CPU has bfloat16 units; ONNX Runtime, then torch, without it)",
     )
 
     for name, summary in cli.COMMANDS.items():

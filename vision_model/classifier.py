@@ -5,11 +5,15 @@ Dinov2ForImageClassification + preprocessor_config.json + safety.json) once. Inf
 on ONNX Runtime: on first load the weights are exported to ONNX (opset 17, batch of 1) into a
 cache (var/cache/onnx/<fingerprint of the weights>.onnx, written atomically, reused by every
 later process, which then needs neither torch nor transformers); if onnxruntime or the export
-is unavailable it falls back to torch eager. backend="onnx-int8" adds int8 dynamic
-quantisation: about 1.8x faster again. "auto" (the default) serves int8 only for a model whose own
+is unavailable it falls back to torch eager. backend="openvino" serves the same graph in OpenVINO (1.4x
+ONNX Runtime on an AVX-512 CPU, the same logits), "openvino-bf16" in bfloat16 where the CPU has the units
+for it, with every answer near a line of the verdict run again in float32 (vision_model.openvino_runner),
+so the replies are float32's. backend="onnx-int8" adds int8 dynamic quantisation (about 1.8x ONNX
+Runtime's float32), which does move replies: "auto" (the default) serves it only for a model whose own
 evaluation (metrics.json, written by `evaluate` and shipped by `export`) found it at 100 % parity with
 float32 on what the replies show - the verdict and the species named as most likely - over at least
-INT8_PARITY_MIN_PHOTOS held-out photos; otherwise float32. backend="onnx" forces float32.
+INT8_PARITY_MIN_PHOTOS held-out photos; otherwise checked bfloat16 in OpenVINO on a CPU with bfloat16
+units, OpenVINO float32 on others, ONNX Runtime float32 without OpenVINO, torch without either.
 
 Preprocessing is our own PIL + numpy copy of the transformers image processor (resize of the
 shortest edge, bicubic; centre crop; rescale; normalise), giving the same numbers without the
@@ -39,8 +43,22 @@ from PIL import Image
 
 from config import onnx_files
 from vision_model.images import DEFAULT_MAX_PIXELS, decode_image, to_rgb
+from vision_model.openvino_runner import (
+    FAST_ENERGY_BOUND,
+    FAST_PROBABILITY_BOUND,
+    OpenVinoRunner,
+    native_bf16,
+    openvino_available,
+)
 from vision_model.release import read_labels, read_preprocessor_config, resolve_model_dir
-from vision_model.verdict import SafetyConfig, decide, energy_score, output_embedding, softmax
+from vision_model.verdict import (
+    SafetyConfig,
+    decide,
+    decision_margin,
+    energy_score,
+    output_embedding,
+    softmax,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +74,7 @@ DANGEROUS_MIN_PROBABILITY = 0.001
 DEFAULT_BATCH_SIZE = 16
 # "auto" serves int8 only when the model's evaluation compared at least this many photos (all at parity).
 INT8_PARITY_MIN_PHOTOS = 100
+BACKENDS = ("auto", "onnx", "onnx-int8", "openvino", "openvino-bf16", "torch")
 
 ImageInput = Image.Image | bytes | str | os.PathLike
 
@@ -377,6 +396,15 @@ def int8_at_parity(model_dir: Path) -> bool:
             and int(parity.get("n") or 0) >= INT8_PARITY_MIN_PHOTOS and "compared" in parity)
 
 
+def auto_backends(model_dir: Path) -> list[str]:
+    """What "auto" tries, in order: int8 only where the model's evaluation found it at parity; then the
+    fastest backend whose replies are float32's on this CPU."""
+    choices = ["onnx-int8"] if int8_at_parity(model_dir) else []
+    if openvino_available():
+        choices.append("openvino-bf16" if native_bf16() else "openvino")
+    return choices + ["onnx"]
+
+
 class Classifier:
     """Loads a model directory once; `identify` / `identify_each` are safe from many threads."""
 
@@ -391,6 +419,7 @@ class Classifier:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        exact_runner: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.labels = labels
@@ -400,6 +429,10 @@ class Classifier:
         self.max_pixels = max_pixels
         self._preprocess = preprocess
         self._runner = runner
+        # With a fast backend that only approximates float32 (bfloat16): answers near a line are run here again.
+        self._exact_runner = exact_runner
+        self.photos_run = 0  # photos through `runner`
+        self.photos_rerun = 0  # of those, photos run again by `exact_runner`
         # Resolved once: the catalog is fixed for the life of the process.
         table = {label: edibility(label) or "unknown" for label in labels}
         self._edibility = lambda label: table.get(label, "unknown")
@@ -424,22 +457,20 @@ class Classifier:
     ) -> Classifier:
         """Load a model directory (None -> the bundled release).
 
-        backend: "auto" (ONNX Runtime, falling back to torch), "onnx", "onnx-int8" or "torch";
-        default from VISION_BACKEND, else "auto". edibility: label -> edibility class
-        (default: the knowledge-base catalog).
+        backend: one of BACKENDS (see the module docstring); default from VISION_BACKEND, else "auto".
+        edibility: label -> edibility class (default: the knowledge-base catalog).
         """
         model_dir = resolve_model_dir(model_dir)
         backend = (backend or os.environ.get("VISION_BACKEND") or "auto").lower()
-        if backend not in ("auto", "onnx", "onnx-int8", "torch"):
-            raise ValueError(f"unknown backend {backend!r}: use auto, onnx, onnx-int8 or torch")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
         labels = read_labels(model_dir)
         if not labels:
             raise ValueError(f"{model_dir}/config.json has no id2label: not a classification model")
         safety = SafetyConfig.load(model_dir)
         preprocess = load_preprocessor(model_dir)
         threads = threads or default_threads()
-        int8 = backend == "onnx-int8" or (backend == "auto" and int8_at_parity(model_dir))
-        runner = cls._make_runner(model_dir, backend, preprocess, cache_dir, threads, int8)
+        runner, exact_runner = cls._make_runners(model_dir, backend, preprocess, cache_dir, threads)
         return cls(
             model_dir,
             labels,
@@ -448,23 +479,33 @@ class Classifier:
             safety,
             edibility or catalog_edibility(),
             batch_size=batch_size,
+            exact_runner=exact_runner,
         )
 
     @staticmethod
-    def _make_runner(model_dir, backend, preprocess, cache_dir, threads, int8=False):
+    def _make_runners(model_dir, backend, preprocess, cache_dir, threads):
+        """(runner, exact runner checking its answers near a line, or None). "auto" tries its choices in
+        order and ends with torch; a backend asked for by name fails loudly."""
         if backend == "torch":
-            return TorchRunner(model_dir)
+            return TorchRunner(model_dir), None
         input_size = getattr(preprocess, "input_size", None)
-        try:
-            if input_size is None:
-                raise ValueError("the model input size is not fixed (no centre crop)")
-            onnx_path = ensure_onnx(model_dir, input_size, cache_dir, int8=int8)
-            return OnnxRunner(onnx_path, threads, int8=int8)
-        except Exception as exc:
-            if backend != "auto":
-                raise
-            log.warning("ONNX Runtime unavailable for %s (%s); using torch", model_dir, exc)
-            return TorchRunner(model_dir)
+        choices = auto_backends(model_dir) if backend == "auto" else [backend]
+        for choice in choices:
+            try:
+                if input_size is None:
+                    raise ValueError("the model input size is not fixed (no centre crop)")
+                onnx_path = ensure_onnx(model_dir, input_size, cache_dir, int8=choice == "onnx-int8")
+                if choice == "openvino":
+                    return OpenVinoRunner(onnx_path, threads), None
+                if choice == "openvino-bf16":
+                    return (OpenVinoRunner(onnx_path, threads, "bf16"),
+                            OpenVinoRunner(onnx_path, threads))
+                return OnnxRunner(onnx_path, threads, int8=choice == "onnx-int8"), None
+            except Exception as exc:
+                if backend != "auto":
+                    raise
+                log.warning("backend %s unavailable for %s (%s); trying the next", choice, model_dir, exc)
+        return TorchRunner(model_dir), None
 
     # --- inference ---------------------------------------------------------------------
 
@@ -474,16 +515,44 @@ class Classifier:
         return decode_image(item, max_pixels=self.max_pixels)
 
     def logits(self, images: Sequence[ImageInput]) -> np.ndarray:
-        """Raw logits (N, n_labels), in batches of `batch_size`. Raises ImageError on a bad photo."""
+        """Raw logits (N, n_labels), in batches of `batch_size`. Raises ImageError on a bad photo.
+        With a fast backend checked by an exact one, each photo's reply is float32's."""
+        return self._logits(images)[0]
+
+    def _run(self, runner, pixel_values: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return np.asarray(runner(pixel_values), dtype=np.float32)
+
+    def _far_from_lines(self, probs: np.ndarray, energy: float) -> bool:
+        """Whether the fast backend's answer is one the exact backend would give too (openvino_runner)."""
+        from knowledge_base.answer_types import UNSURE_BELOW
+
+        gap, energy_gap = decision_margin(probs, self.labels, self._edibility, self.safety, energy=energy,
+                                          unsure_below=UNSURE_BELOW)
+        return gap >= FAST_PROBABILITY_BOUND and energy_gap >= FAST_ENERGY_BOUND
+
+    def _logits(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """(logits, the pixel batches, which photos have exact logits)."""
         decoded = [self._to_image(item) for item in images]
         if not decoded:
             raise ValueError("no images given")
-        chunks = []
+        chunks, batches, exact = [], [], []
         for start in range(0, len(decoded), self.batch_size):
             pixel_values = self._preprocess(decoded[start : start + self.batch_size])
-            with self._lock:
-                chunks.append(np.asarray(self._runner(pixel_values), dtype=np.float32))
-        return np.concatenate(chunks)
+            out = self._run(self._runner, pixel_values)
+            done = np.full(len(out), self._exact_runner is None)
+            if self._exact_runner is not None:
+                probs, energies = softmax(out, self.safety.temperature), energy_score(out, self.safety.temperature)
+                near = np.array([not self._far_from_lines(p, float(e)) for p, e in zip(probs, energies, strict=True)])
+                if near.any():
+                    out[near] = self._run(self._exact_runner, pixel_values[near])
+                    self.photos_rerun += int(near.sum())
+                done = near
+            self.photos_run += len(out)
+            chunks.append(out)
+            batches.append(pixel_values)
+            exact.append(done)
+        return np.concatenate(chunks), batches, np.concatenate(exact)
 
     def probabilities(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Calibrated probabilities (N, n_labels): softmax(logits / temperature)."""
@@ -512,9 +581,15 @@ class Classifier:
         """Several photos of ONE mushroom -> one result (mean of calibrated probabilities)."""
         if isinstance(images, Image.Image | bytes | str | os.PathLike):
             images = [images]
-        logits = self.logits(images)
+        logits, batches, exact = self._logits(images)
         probs = softmax(logits, self.safety.temperature).mean(axis=0)
         energy = float(energy_score(logits, self.safety.temperature).mean())
+        if not exact.all() and not self._far_from_lines(probs, energy):
+            # Each photo is far enough from a line, the combined answer is not: all of them exactly.
+            logits = np.concatenate([self._run(self._exact_runner, b) for b in batches])
+            self.photos_rerun += int((~exact).sum())
+            probs = softmax(logits, self.safety.temperature).mean(axis=0)
+            energy = float(energy_score(logits, self.safety.temperature).mean())
         return self._identification(probs, energy, len(logits), logits.mean(axis=0))
 
     def identify_each(self, images: Sequence[ImageInput]) -> list[Identification]:

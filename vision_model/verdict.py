@@ -229,6 +229,43 @@ def decide(
     return VerdictResult("unknown", False, danger_probability)
 
 
+def decision_margin(
+    probs: np.ndarray,
+    labels: Sequence[str],
+    edibility: Callable[[str], str],
+    safety: SafetyConfig,
+    *,
+    energy: float | None = None,
+    unsure_below: float = 0.5,
+) -> tuple[float, float]:
+    """How far one calibrated distribution sits from every line its reply depends on: `decide`'s thresholds,
+    the "most likely" line of the reply (`unsure_below`) and the top-1 / top-2 tie. Returns the distance in
+    probability (by how much any class mass could change without crossing a line; a difference of two masses
+    counts half) and in energy (inf when the OOD check is off). A cheaper backend whose distributions differ
+    from the exact one by less than these gives the same reply (vision_model.openvino_runner).
+
+    The lines count whichever rule fires first (the check then asks for the exact answer a little more often,
+    never less), except those only an edible top-1 reaches: the edible mass, and inedible-vs-caution, which
+    decides only below the edible line."""
+    probs = np.asarray(probs, dtype=np.float64)
+    masses = class_masses(probs, labels, edibility)
+    deadly = masses.get("deadly", 0.0)
+    toxic = deadly + masses.get("poisonous", 0.0)
+    danger = toxic + masses.get("unknown", 0.0)
+    first, second = (np.sort(probs)[::-1].tolist() + [0.0, 0.0])[:2]
+    gaps = [abs(deadly - safety.warning_level), abs(toxic - safety.warning_level),
+            abs(danger - safety.danger_threshold), abs(first - safety.abstain_min_probability),
+            abs(first - unsure_below), (first - second) / 2]
+    if safety.allow_edible and len(probs) and edibility(labels[int(np.argmax(probs))]) == "edible":
+        edible = masses.get("edible", 0.0)
+        gaps.append(abs(edible - safety.edible_min_probability))
+        if edible < safety.edible_min_probability:  # only then does inedible vs caution decide
+            gaps.append(abs(masses.get("inedible", 0.0) - masses.get("edible_with_caution", 0.0)) / 2)
+    energy_gap = (math.inf if safety.ood_threshold is None or energy is None
+                  else abs(energy - safety.ood_threshold))
+    return float(min(gaps)), float(energy_gap)
+
+
 EMBEDDING_DIMS = 16
 
 
