@@ -243,3 +243,20 @@ def test_parity_is_counted_on_what_the_reply_shows():
     swapped = probs[:, [1, 0, 2, 3, 4]]  # the runner-up and the top guess trade places
     assert shown_answers(swapped, ["poisonous", "unknown", "unknown"], [False, True, False], LABELS)[1:] == shown[1:]
     assert shown_answers(swapped, ["deadly", "unknown", "unknown"], [False, True, False], LABELS)[0] != shown[0]
+
+
+def test_cached_logits_of_a_checked_backend_are_named_by_the_calibration_too(tmp_path):
+    """The checked bfloat16 backend runs photos near safety.json's lines again in float32, so its cached logits
+    belong to one calibration: a new safety.json must not reuse them (float32 backends' logits do not depend
+    on it, and keep their cache)."""
+    from vision_model.heldout import _fingerprint
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    keys = ["a.jpg", "b.jpg"]
+    before = {b: _fingerprint(model, keys, b) for b in ("torch", "openvino", "openvino-bf16", "auto")}
+    SafetyConfig(temperature=0.7).save(model)
+    after = {b: _fingerprint(model, keys, b) for b in before}
+    assert after["torch"] == before["torch"] and after["openvino"] == before["openvino"]
+    assert after["openvino-bf16"] != before["openvino-bf16"] and after["auto"] != before["auto"]

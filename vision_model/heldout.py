@@ -109,9 +109,15 @@ def synthetic_images(n: int, seed: int = 0, size: int = 256) -> list[Image.Image
     return images
 
 
-def _fingerprint(model_dir: Path, items: Sequence[str]) -> str:
+# Backends whose logits depend on the calibration too: the checked ones run a photo again in float32 when it
+# sits near one of safety.json's lines (vision_model.openvino_runner).
+CHECKED_BACKENDS = ("auto", "openvino-bf16")
+
+
+def _fingerprint(model_dir: Path, items: Sequence[str], backend: str = "torch") -> str:
     h = hashlib.sha256()
-    for name in ("model.safetensors", "config.json", "preprocessor_config.json"):
+    files = ("model.safetensors", "config.json", "preprocessor_config.json")
+    for name in files + (("safety.json",) if backend in CHECKED_BACKENDS else ()):
         path = model_dir / name
         if path.exists():
             st = path.stat()
@@ -128,7 +134,7 @@ def model_logits(
     cache_path = None
     if cache_dir is not None:  # one file per backend: int8 logits are not float32's
         suffix = "" if backend == "torch" else f"-{backend}"
-        cache_path = Path(cache_dir) / f"{_fingerprint(model_dir, list(keys))}{suffix}.npy"
+        cache_path = Path(cache_dir) / f"{_fingerprint(model_dir, list(keys), backend)}{suffix}.npy"
         if cache_path.exists():
             return np.load(cache_path)
     from tqdm.auto import tqdm
