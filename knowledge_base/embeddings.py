@@ -296,14 +296,13 @@ class OpenVinoEncoder(OnnxEncoder):
     pad_to = 16
 
     def __init__(self, model_path: Path, xml_path: Path | None = None, threads: int | None = None) -> None:
-        from knowledge_base import openvino_int8
-
         self.tokenizer = _tokenizer(model_path)
-        self.graph = openvino_int8.CompiledGraph(xml_path or ensure_openvino_int8(model_path),
-                                                 threads or onnx_files.cpu_count())
+        # One infer request, used under the embeddings' encode lock (requests are not for concurrent use).
+        self._request = onnx_files.openvino_request(xml_path or ensure_openvino_int8(model_path),
+                                                    threads or onnx_files.cpu_count())
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self.graph.run(feed)
+        return self._request.infer(feed)[0]
 
 
 @lru_cache(maxsize=4)

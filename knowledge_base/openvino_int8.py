@@ -7,7 +7,7 @@ OpenVINO (3.2-3.6x for a whole first build) on an AVX-512 VNNI CPU, with vectors
 float32's (benchmarks/results/ingest.json, docs/KNOWLEDGE_BASE.md; not yet measured on an AVX2-only CPU).
 
 Static quantisation needs calibration text. It is a fixed file in the repository (`int8_calibration.txt`,
-254 passages written from the species catalog: single sections and whole profiles, short and long), never
+378 lines written from the species catalog: single sections and whole profiles, short and long), never
 the passages being indexed: the vectors must be the same on every machine and for every set of guides, or
 a shared index would mix two embeddings. Changing the file, the recipe or the library versions names a new
 cached graph (`recipe()`); changing what the vectors are needs a new embedding id in embeddings.py.
@@ -74,16 +74,3 @@ def quantize(plain_onnx: Path, out_xml: Path, feeds: Iterable[dict[str, np.ndarr
         os.replace(tmp_xml.with_suffix(".bin"), out_xml.with_suffix(".bin"))
         os.replace(tmp_xml, out_xml)
     return out_xml
-
-
-class CompiledGraph:
-    """The IR compiled for this CPU; `run(feed)` -> last hidden state. One infer request, used under the
-    embeddings' encode lock (OpenVINO requests are not for concurrent use)."""
-
-    def __init__(self, xml: Path, threads: int) -> None:
-        from config.onnx_files import openvino_request
-
-        self._request = openvino_request(xml, threads)
-
-    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        return self._request.infer(feed)[0]

@@ -75,6 +75,9 @@ DEFAULT_BATCH_SIZE = 16
 # "auto" serves int8 only when the model's evaluation compared at least this many photos (all at parity).
 INT8_PARITY_MIN_PHOTOS = 100
 BACKENDS = ("auto", "onnx", "onnx-int8", "openvino", "openvino-bf16", "torch")
+# Backends whose logits depend on safety.json too: photos near its lines are run again in float32 ("auto" may
+# resolve to one).
+CHECKED_BACKENDS = ("auto", "openvino-bf16")
 
 ImageInput = Image.Image | bytes | str | os.PathLike
 
@@ -431,6 +434,10 @@ class Classifier:
         self._runner = runner
         # With a fast backend that only approximates float32 (bfloat16): answers near a line are run here again.
         self._exact_runner = exact_runner
+        if exact_runner is not None:
+            from knowledge_base.answer_types import UNSURE_BELOW  # the reply's "most likely" line
+
+            self._unsure_below = UNSURE_BELOW
         self.photos_run = 0  # photos through `runner`
         self.photos_rerun = 0  # of those, photos run again by `exact_runner`
         # Resolved once: the catalog is fixed for the life of the process.
@@ -499,7 +506,7 @@ class Classifier:
                     return OpenVinoRunner(onnx_path, threads), None
                 if choice == "openvino-bf16":
                     return (OpenVinoRunner(onnx_path, threads, "bf16"),
-                            OpenVinoRunner(onnx_path, threads))
+                            OpenVinoRunner(onnx_path, threads, lazy=True))
                 return OnnxRunner(onnx_path, threads, int8=choice == "onnx-int8"), None
             except Exception as exc:
                 if backend != "auto":
@@ -525,34 +532,34 @@ class Classifier:
 
     def _far_from_lines(self, probs: np.ndarray, energy: float) -> bool:
         """Whether the fast backend's answer is one the exact backend would give too (openvino_runner)."""
-        from knowledge_base.answer_types import UNSURE_BELOW
-
         gap, energy_gap = decision_margin(probs, self.labels, self._edibility, self.safety, energy=energy,
-                                          unsure_below=UNSURE_BELOW)
+                                          unsure_below=self._unsure_below)
         return gap >= FAST_PROBABILITY_BOUND and energy_gap >= FAST_ENERGY_BOUND
 
-    def _logits(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-        """(logits, the pixel batches, which photos have exact logits)."""
+    def _rerun_exactly(self, logits: np.ndarray, pixel_values: np.ndarray, rows: np.ndarray) -> None:
+        """Replace `rows` (a mask) of `logits` by the exact backend's."""
+        if rows.any():
+            logits[rows] = self._run(self._exact_runner, pixel_values[rows])
+            self.photos_rerun += int(rows.sum())
+
+    def _logits(self, images: Sequence[ImageInput]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits, pixel values, which photos were run again exactly) of every photo."""
         decoded = [self._to_image(item) for item in images]
         if not decoded:
             raise ValueError("no images given")
-        chunks, batches, exact = [], [], []
+        chunks, pixels = [], []
         for start in range(0, len(decoded), self.batch_size):
-            pixel_values = self._preprocess(decoded[start : start + self.batch_size])
-            out = self._run(self._runner, pixel_values)
-            done = np.full(len(out), self._exact_runner is None)
-            if self._exact_runner is not None:
-                probs, energies = softmax(out, self.safety.temperature), energy_score(out, self.safety.temperature)
-                near = np.array([not self._far_from_lines(p, float(e)) for p, e in zip(probs, energies, strict=True)])
-                if near.any():
-                    out[near] = self._run(self._exact_runner, pixel_values[near])
-                    self.photos_rerun += int(near.sum())
-                done = near
-            self.photos_run += len(out)
-            chunks.append(out)
-            batches.append(pixel_values)
-            exact.append(done)
-        return np.concatenate(chunks), batches, np.concatenate(exact)
+            pixels.append(self._preprocess(decoded[start : start + self.batch_size]))
+            chunks.append(self._run(self._runner, pixels[-1]))
+        logits, pixel_values = np.concatenate(chunks), np.concatenate(pixels)
+        self.photos_run += len(logits)
+        rerun = np.zeros(len(logits), dtype=bool)
+        if self._exact_runner is not None:
+            t = self.safety.temperature
+            rerun = np.array([not self._far_from_lines(p, float(e))
+                              for p, e in zip(softmax(logits, t), energy_score(logits, t), strict=True)])
+            self._rerun_exactly(logits, pixel_values, rerun)
+        return logits, pixel_values, rerun
 
     def probabilities(self, images: Sequence[ImageInput]) -> np.ndarray:
         """Calibrated probabilities (N, n_labels): softmax(logits / temperature)."""
@@ -581,13 +588,12 @@ class Classifier:
         """Several photos of ONE mushroom -> one result (mean of calibrated probabilities)."""
         if isinstance(images, Image.Image | bytes | str | os.PathLike):
             images = [images]
-        logits, batches, exact = self._logits(images)
+        logits, pixel_values, rerun = self._logits(images)
         probs = softmax(logits, self.safety.temperature).mean(axis=0)
         energy = float(energy_score(logits, self.safety.temperature).mean())
-        if not exact.all() and not self._far_from_lines(probs, energy):
-            # Each photo is far enough from a line, the combined answer is not: all of them exactly.
-            logits = np.concatenate([self._run(self._exact_runner, b) for b in batches])
-            self.photos_rerun += int((~exact).sum())
+        if self._exact_runner is not None and not rerun.all() and not self._far_from_lines(probs, energy):
+            # Each photo is far enough from a line, the combined answer is not: the others exactly too.
+            self._rerun_exactly(logits, pixel_values, ~rerun)
             probs = softmax(logits, self.safety.temperature).mean(axis=0)
             energy = float(energy_score(logits, self.safety.temperature).mean())
         return self._identification(probs, energy, len(logits), logits.mean(axis=0))

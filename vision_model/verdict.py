@@ -169,6 +169,14 @@ def class_masses(
     return masses
 
 
+def danger_masses(masses: dict[str, float]) -> tuple[float, float, float]:
+    """(deadly, deadly + poisonous, deadly + poisonous + unknown-label) mass: what the warning and danger
+    thresholds are compared with."""
+    deadly = masses.get("deadly", 0.0)
+    toxic = deadly + masses.get("poisonous", 0.0)
+    return deadly, toxic, toxic + masses.get("unknown", 0.0)
+
+
 def decide(
     probs: np.ndarray,
     labels: Sequence[str],
@@ -191,9 +199,7 @@ def decide(
         return VerdictResult("unknown", True, 1.0)
 
     masses = class_masses(probs, labels, edibility)
-    deadly = masses.get("deadly", 0.0)
-    toxic = deadly + masses.get("poisonous", 0.0)
-    danger = toxic + masses.get("unknown", 0.0)
+    deadly, toxic, danger = danger_masses(masses)
     danger_probability = min(1.0, danger)
 
     if deadly >= safety.warning_level:
@@ -249,9 +255,7 @@ def decision_margin(
     decides only below the edible line."""
     probs = np.asarray(probs, dtype=np.float64)
     masses = class_masses(probs, labels, edibility)
-    deadly = masses.get("deadly", 0.0)
-    toxic = deadly + masses.get("poisonous", 0.0)
-    danger = toxic + masses.get("unknown", 0.0)
+    deadly, toxic, danger = danger_masses(masses)
     first, second = (np.sort(probs)[::-1].tolist() + [0.0, 0.0])[:2]
     gaps = [abs(deadly - safety.warning_level), abs(toxic - safety.warning_level),
             abs(danger - safety.danger_threshold), abs(first - safety.abstain_min_probability),
